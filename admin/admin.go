@@ -1,0 +1,387 @@
+// Package admin serves the operator API on its own listener: the /buckets
+// contract of DESIGN.md, /healthz, /readyz and /metrics.
+package admin
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/fasthttp/router"
+	"github.com/goccy/go-json"
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+
+	"gopher-equalizer/limiter"
+	"gopher-equalizer/pool"
+)
+
+// Config is the admin part of the configuration.
+type Config struct {
+	Token        string  // bearer token; empty means no authentication
+	DefaultLimit int     // page size of GET /buckets without limit
+	RatePerSec   float64 // rate of a POSTed bucket without rate_per_sec
+	StoreTimeout time.Duration
+}
+
+// API is the admin handler.
+type API struct {
+	cfg     Config
+	lim     *limiter.Limiter
+	pool    *pool.Pool
+	metrics *metrics.Set
+	log     zerolog.Logger
+	now     func() time.Time
+}
+
+// New wires the admin API. set is where /metrics reads from; the caller
+// registers the proxy's and the pool's metrics in it.
+func New(cfg Config, lim *limiter.Limiter, p *pool.Pool, set *metrics.Set, log zerolog.Logger) *API {
+	if cfg.StoreTimeout <= 0 {
+		cfg.StoreTimeout = 5 * time.Second
+	}
+	return &API{cfg: cfg, lim: lim, pool: p, metrics: set, log: log, now: time.Now}
+}
+
+// Handler returns the routed handler.
+func (a *API) Handler() fasthttp.RequestHandler {
+	r := router.New()
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.GET("/healthz", func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok\n") })
+	r.GET("/readyz", a.auth(a.readyz))
+	r.GET("/metrics", a.auth(a.metricsPage))
+	r.POST("/buckets", a.auth(a.create))
+	r.GET("/buckets", a.auth(a.list))
+	r.GET("/buckets/{id:*}", a.auth(a.get))
+	r.PUT("/buckets/{id:*}", a.auth(a.put))
+	r.PATCH("/buckets/{id:*}", a.auth(a.patch))
+	r.DELETE("/buckets/{id:*}", a.auth(a.delete))
+	r.NotFound = func(ctx *fasthttp.RequestCtx) { writeError(ctx, fasthttp.StatusNotFound, "no such route") }
+	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, "method not allowed")
+	}
+	r.PanicHandler = func(ctx *fasthttp.RequestCtx, v any) {
+		a.log.Error().Interface("panic", v).Bytes("path", ctx.Path()).Msg("admin handler panicked")
+		writeError(ctx, fasthttp.StatusInternalServerError, "internal error")
+	}
+	return r.Handler
+}
+
+func (a *API) auth(next fasthttp.RequestHandler) fasthttp.RequestHandler {
+	if a.cfg.Token == "" {
+		return next
+	}
+	want := []byte("Bearer " + a.cfg.Token)
+	return func(ctx *fasthttp.RequestCtx) {
+		got := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="gopher-equalizer"`)
+			writeError(ctx, fasthttp.StatusUnauthorized, "missing or wrong bearer token")
+			return
+		}
+		next(ctx)
+	}
+}
+
+func (a *API) readyz(ctx *fasthttp.RequestCtx) {
+	if len(a.pool.Healthy()) == 0 {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "no healthy backend")
+		return
+	}
+	c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := a.lim.Ping(c); err != nil {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "store unavailable: "+err.Error())
+		return
+	}
+	ctx.SetBodyString("ready\n")
+}
+
+func (a *API) metricsPage(ctx *fasthttp.RequestCtx) {
+	ctx.SetContentType("text/plain; version=0.0.4; charset=utf-8")
+	a.metrics.WritePrometheus(ctx)
+}
+
+// bucketJSON is a bucket as the API shows it.
+type bucketJSON struct {
+	ClientID   string  `json:"client_id"`
+	Capacity   int64   `json:"capacity"`
+	Tokens     int64   `json:"tokens"`
+	RatePerSec float64 `json:"rate_per_sec"`
+	LastRefill string  `json:"last_refill"`
+}
+
+func toJSON(b limiter.Bucket) bucketJSON {
+	return bucketJSON{
+		ClientID:   b.ClientID,
+		Capacity:   b.Capacity,
+		Tokens:     b.WholeTokens(),
+		RatePerSec: b.RatePerSec,
+		LastRefill: b.LastRefill.Format(time.RFC3339Nano),
+	}
+}
+
+func (a *API) create(ctx *fasthttp.RequestCtx) {
+	body, err := decodeBody(ctx.PostBody())
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	row, err := a.newBucket(body)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	if err := a.storeCall(func(c context.Context) error { return a.lim.Create(c, row) }); err != nil {
+		a.writeStoreError(ctx, err)
+		return
+	}
+	ctx.Response.Header.Set(fasthttp.HeaderLocation, "/buckets/"+url.PathEscape(row.ClientID))
+	writeJSON(ctx, fasthttp.StatusCreated, toJSON(row))
+}
+
+func (a *API) newBucket(body bucketBody) (limiter.Bucket, error) {
+	row := limiter.Bucket{RatePerSec: a.cfg.RatePerSec, LastRefill: a.now().UTC()}
+	var err error
+	if !present(body.ClientID) {
+		return row, errors.New("client_id is required")
+	}
+	if row.ClientID, err = parseClientID(body.ClientID); err != nil {
+		return row, err
+	}
+	if !present(body.Capacity) {
+		return row, errors.New("capacity is required")
+	}
+	if row.Capacity, err = parseInt("capacity", body.Capacity, 1, maxCapacity); err != nil {
+		return row, err
+	}
+	row.Tokens = float64(row.Capacity)
+	if present(body.Tokens) {
+		tokens, err := parseInt("tokens", body.Tokens, 0, row.Capacity)
+		if err != nil {
+			return row, err
+		}
+		row.Tokens = float64(tokens)
+	}
+	if present(body.RatePerSec) {
+		if row.RatePerSec, err = parseRate(body.RatePerSec); err != nil {
+			return row, err
+		}
+	}
+	return row, checkRefillTime(row.Capacity, row.RatePerSec)
+}
+
+// checkRefillTime keeps capacity/rate (a full refill) within what the
+// nanosecond arithmetic of the limiter holds.
+func checkRefillTime(capacity int64, rate float64) error {
+	if float64(capacity)/rate > 1e9 {
+		return errors.New("capacity/rate_per_sec is too large: a full refill must take at most 1e9 seconds")
+	}
+	return nil
+}
+
+func (a *API) list(ctx *fasthttp.RequestCtx) {
+	args := ctx.QueryArgs()
+	limit, offset := a.cfg.DefaultLimit, 0
+	var err error
+	if args.Has("limit") {
+		if limit, err = queryInt(args.Peek("limit"), 1, 1000); err != nil {
+			writeError(ctx, fasthttp.StatusBadRequest, "limit "+err.Error())
+			return
+		}
+	}
+	if args.Has("offset") {
+		if offset, err = queryInt(args.Peek("offset"), 0, 1<<31-1); err != nil {
+			writeError(ctx, fasthttp.StatusBadRequest, "offset "+err.Error())
+			return
+		}
+	}
+	rows := a.lim.List(offset, limit, a.now().UnixNano())
+	out := make([]bucketJSON, len(rows))
+	for i, r := range rows {
+		out[i] = toJSON(r)
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
+}
+
+func queryInt(v []byte, lo, hi int) (int, error) {
+	n, err := strconv.Atoi(string(v))
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("must be a whole number between %d and %d", lo, hi)
+	}
+	return n, nil
+}
+
+// pathID is the URL-decoded {id} segment. It is decoded from the raw path so
+// that an escaped slash (%2F) stays part of the ID.
+func pathID(ctx *fasthttp.RequestCtx) (string, error) {
+	raw := string(ctx.URI().PathOriginal())
+	raw = strings.TrimPrefix(raw, "/buckets/")
+	id, err := url.PathUnescape(raw)
+	if err != nil {
+		return "", errors.New("client id in the path is not valid percent-encoding")
+	}
+	if err := checkClientID(id); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+func (a *API) get(ctx *fasthttp.RequestCtx) {
+	id, err := pathID(ctx)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	row, ok := a.lim.Get(id, a.now().UnixNano())
+	if !ok {
+		writeError(ctx, fasthttp.StatusNotFound, "bucket not found")
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, toJSON(row))
+}
+
+func (a *API) put(ctx *fasthttp.RequestCtx) {
+	id, body, ok := a.pathAndBody(ctx)
+	if !ok {
+		return
+	}
+	if present(body.Tokens) {
+		writeError(ctx, fasthttp.StatusBadRequest, "tokens cannot be set with PUT: use PATCH")
+		return
+	}
+	if !present(body.Capacity) {
+		writeError(ctx, fasthttp.StatusBadRequest, "capacity is required")
+		return
+	}
+	capacity, err := parseInt("capacity", body.Capacity, 1, maxCapacity)
+	var rate float64
+	if err == nil && present(body.RatePerSec) {
+		rate, err = parseRate(body.RatePerSec)
+	}
+	if err == nil {
+		effective := rate
+		if current, ok := a.lim.Get(id, a.now().UnixNano()); ok && rate == 0 {
+			effective = current.RatePerSec
+		}
+		if effective > 0 {
+			err = checkRefillTime(capacity, effective)
+		}
+	}
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	err = a.storeCall(func(c context.Context) error {
+		return a.lim.SetCapacity(c, id, capacity, rate, a.now().UnixNano())
+	})
+	if err != nil {
+		a.writeStoreError(ctx, err)
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+func (a *API) patch(ctx *fasthttp.RequestCtx) {
+	id, body, ok := a.pathAndBody(ctx)
+	if !ok {
+		return
+	}
+	if present(body.Capacity) || present(body.RatePerSec) {
+		writeError(ctx, fasthttp.StatusBadRequest, "only tokens can be set with PATCH: use PUT for capacity and rate_per_sec")
+		return
+	}
+	if !present(body.Tokens) {
+		writeError(ctx, fasthttp.StatusBadRequest, "tokens is required")
+		return
+	}
+	tokens, err := parseInt("tokens", body.Tokens, 0, maxCapacity)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	err = a.storeCall(func(c context.Context) error { return a.lim.SetTokens(c, id, tokens, a.now().UnixNano()) })
+	if err != nil {
+		a.writeStoreError(ctx, err)
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+func (a *API) delete(ctx *fasthttp.RequestCtx) {
+	id, err := pathID(ctx)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	if err := a.storeCall(func(c context.Context) error { return a.lim.Delete(c, id) }); err != nil {
+		a.writeStoreError(ctx, err)
+		return
+	}
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+// pathAndBody reads {id} and the body of a PUT or PATCH, answering 400 itself.
+func (a *API) pathAndBody(ctx *fasthttp.RequestCtx) (string, bucketBody, bool) {
+	id, err := pathID(ctx)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return "", bucketBody{}, false
+	}
+	body, err := decodeBody(ctx.PostBody())
+	if err == nil {
+		err = checkPathMatch(body.ClientID, id)
+	}
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return "", bucketBody{}, false
+	}
+	return id, body, true
+}
+
+func (a *API) storeCall(f func(context.Context) error) error {
+	c, cancel := context.WithTimeout(context.Background(), a.cfg.StoreTimeout)
+	defer cancel()
+	return f(c)
+}
+
+func (a *API) writeStoreError(ctx *fasthttp.RequestCtx, err error) {
+	switch {
+	case errors.Is(err, limiter.ErrExists):
+		writeError(ctx, fasthttp.StatusConflict, "client_id already exists")
+	case errors.Is(err, limiter.ErrNotFound):
+		writeError(ctx, fasthttp.StatusNotFound, "bucket not found")
+	case errors.Is(err, limiter.ErrTokensAboveCapacity):
+		writeError(ctx, fasthttp.StatusBadRequest, "tokens must be between 0 and the bucket's capacity")
+	default:
+		a.log.Error().Err(err).Msg("admin write failed: store unavailable")
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "store unavailable: "+err.Error())
+	}
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusInternalServerError, "cannot encode response")
+		return
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(append(data, '\n'))
+}
+
+func writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
+	data, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{msg})
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(append(data, '\n'))
+}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/rs/zerolog"
+
+	"gopher-equalizer/pool"
+	"gopher-equalizer/proxy"
+)
+
+// Config is every setting, read once from the environment at start-up.
+// The help tag is what `equalizer -h` prints.
+type Config struct {
+	Listen         string        `env:"EQUALIZER_LISTEN" envDefault:":8080" help:"proxy listener"`
+	AdminListen    string        `env:"EQUALIZER_ADMIN_LISTEN" envDefault:"127.0.0.1:8090" help:"admin listener: /buckets, /healthz, /readyz, /metrics"`
+	AdminToken     string        `env:"EQUALIZER_ADMIN_TOKEN" help:"when set, admin calls need Authorization: Bearer <token>"`
+	Backends       []string      `env:"EQUALIZER_BACKENDS" envDefault:"http://localhost:8081,http://localhost:8082,http://localhost:8083" help:"comma-separated backend URLs"`
+	Strategy       string        `env:"EQUALIZER_STRATEGY" envDefault:"round_robin" help:"backend selection: round_robin or random"`
+	HealthInterval time.Duration `env:"EQUALIZER_HEALTH_INTERVAL" envDefault:"5s" help:"active health check period"`
+	HealthTimeout  time.Duration `env:"EQUALIZER_HEALTH_TIMEOUT" envDefault:"1s" help:"one probe's timeout"`
+	HealthPath     string        `env:"EQUALIZER_HEALTH_PATH" envDefault:"/" help:"probe path; a status below 500 is healthy"`
+	HealthFall     int           `env:"EQUALIZER_HEALTH_FALL" envDefault:"1" help:"failed probes in a row that take a backend out"`
+	HealthRise     int           `env:"EQUALIZER_HEALTH_RISE" envDefault:"1" help:"good probes in a row that bring a backend back"`
+
+	BucketCapacity       int64         `env:"EQUALIZER_BUCKET_CAPACITY" envDefault:"100" help:"capacity of a bucket created for an unknown client"`
+	BucketRefillAmount   int64         `env:"EQUALIZER_BUCKET_REFILL_AMOUNT" envDefault:"100" help:"tokens added per refill interval (continuous)"`
+	BucketRefillInterval time.Duration `env:"EQUALIZER_BUCKET_REFILL_INTERVAL" envDefault:"1s" help:"refill interval"`
+	MaxBuckets           int           `env:"EQUALIZER_MAX_BUCKETS" envDefault:"1000000" help:"most buckets in memory; full automatic buckets are evicted first"`
+	ClientKey            string        `env:"EQUALIZER_CLIENT_KEY" envDefault:"ip" help:"ip, or header:<Name> to key buckets by a request header"`
+	TrustedProxies       []string      `env:"EQUALIZER_TRUSTED_PROXIES" help:"CIDRs whose X-Forwarded-For is trusted for the client IP"`
+	RateLimitHeaders     bool          `env:"EQUALIZER_RATELIMIT_HEADERS" envDefault:"false" help:"add RateLimit-* headers to forwarded responses too"`
+
+	DatabaseURL            string        `env:"EQUALIZER_DATABASE_URL" help:"PostgreSQL URL; empty keeps buckets in memory only"`
+	DatabaseConnectTimeout time.Duration `env:"EQUALIZER_DATABASE_CONNECT_TIMEOUT" envDefault:"30s" help:"how long start-up retries an unreachable database"`
+	PersistInterval        time.Duration `env:"EQUALIZER_PERSIST_INTERVAL" envDefault:"1s" help:"how often changed buckets are written to the store"`
+	APIDefaultLimit        int           `env:"EQUALIZER_API_DEFAULT_LIMIT" envDefault:"10" help:"page size of GET /buckets without limit"`
+
+	ShutdownTimeout    time.Duration `env:"EQUALIZER_SHUTDOWN_TIMEOUT" envDefault:"10s" help:"drain time on SIGINT/SIGTERM"`
+	BackendTimeout     time.Duration `env:"EQUALIZER_BACKEND_TIMEOUT" envDefault:"30s" help:"whole round trip to a backend; past it the client gets 504"`
+	DialTimeout        time.Duration `env:"EQUALIZER_DIAL_TIMEOUT" envDefault:"3s" help:"TCP connect timeout to a backend"`
+	MaxConnsPerBackend int           `env:"EQUALIZER_MAX_CONNS_PER_BACKEND" envDefault:"512" help:"most open connections to one backend"`
+	BackendIdleTimeout time.Duration `env:"EQUALIZER_BACKEND_IDLE_TIMEOUT" envDefault:"60s" help:"an idle backend connection is closed after this"`
+	ReadTimeout        time.Duration `env:"EQUALIZER_READ_TIMEOUT" envDefault:"60s" help:"time to read a client request, headers and body"`
+	WriteTimeout       time.Duration `env:"EQUALIZER_WRITE_TIMEOUT" envDefault:"60s" help:"time to write a response to a client"`
+	IdleTimeout        time.Duration `env:"EQUALIZER_IDLE_TIMEOUT" envDefault:"90s" help:"an idle client keep-alive connection is closed after this"`
+	MaxBodySize        int           `env:"EQUALIZER_MAX_BODY_SIZE" envDefault:"4194304" help:"largest request or response body in bytes; a larger request gets 413"`
+	MaxHeaderSize      int           `env:"EQUALIZER_MAX_HEADER_SIZE" envDefault:"8192" help:"largest request header in bytes; a larger one gets 431"`
+	MaxClientConns     int           `env:"EQUALIZER_MAX_CLIENT_CONNS" envDefault:"262144" help:"most concurrent client connections"`
+
+	LogLevel  string `env:"EQUALIZER_LOG_LEVEL" envDefault:"info" help:"trace, debug, info, warn or error"`
+	LogFormat string `env:"EQUALIZER_LOG_FORMAT" envDefault:"json" help:"json or console"`
+}
+
+// LoadConfig reads the configuration from environ (a map so tests need not
+// touch the process environment) and checks it. The error is one line that
+// names the variable and the value.
+func LoadConfig(environ map[string]string) (Config, error) {
+	var c Config
+	err := env.ParseWithOptions(&c, env.Options{Environment: environ})
+	if err != nil {
+		var agg env.AggregateError
+		if errors.As(err, &agg) && len(agg.Errors) > 0 {
+			err = agg.Errors[0]
+		}
+		var pe env.ParseError
+		if errors.As(err, &pe) {
+			name := envName(pe.Name)
+			return c, fmt.Errorf("invalid %s=%q: %v", name, environ[name], errors.Unwrap(pe.Err))
+		}
+		return c, err
+	}
+	return c, c.validate(environ)
+}
+
+func envName(field string) string {
+	f, _ := reflect.TypeFor[Config]().FieldByName(field)
+	name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+	return name
+}
+
+func (c *Config) validate(environ map[string]string) error {
+	bad := func(field string, why string) error {
+		name := envName(field)
+		v, ok := environ[name]
+		if !ok {
+			v = reflect.ValueOf(*c).FieldByName(field).String()
+		}
+		return fmt.Errorf("invalid %s=%q: %s", name, v, why)
+	}
+	if len(c.Backends) == 0 || strings.TrimSpace(strings.Join(c.Backends, "")) == "" {
+		return bad("Backends", "at least one backend URL is needed")
+	}
+	for _, raw := range c.Backends {
+		if _, err := pool.NewBackend(strings.TrimSpace(raw), pool.ClientOptions{}); err != nil {
+			return bad("Backends", err.Error())
+		}
+	}
+	if _, err := pool.NewStrategy(c.Strategy); err != nil {
+		return bad("Strategy", err.Error())
+	}
+	if _, err := proxy.ParseClientKey(c.ClientKey, nil); err != nil {
+		return bad("ClientKey", err.Error())
+	}
+	if _, err := proxy.ParseClientKey("ip", c.TrustedProxies); err != nil {
+		return bad("TrustedProxies", err.Error())
+	}
+	if !strings.HasPrefix(c.HealthPath, "/") {
+		return bad("HealthPath", "must start with /")
+	}
+	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
+		return bad("LogLevel", "want trace, debug, info, warn or error")
+	}
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		return bad("LogFormat", "want json or console")
+	}
+	if c.APIDefaultLimit < 1 || c.APIDefaultLimit > 1000 {
+		return bad("APIDefaultLimit", "must be between 1 and 1000")
+	}
+	for field, v := range map[string]int64{
+		"BucketCapacity": c.BucketCapacity, "BucketRefillAmount": c.BucketRefillAmount,
+		"MaxBuckets": int64(c.MaxBuckets), "MaxConnsPerBackend": int64(c.MaxConnsPerBackend),
+		"MaxBodySize": int64(c.MaxBodySize), "MaxHeaderSize": int64(c.MaxHeaderSize),
+		"MaxClientConns": int64(c.MaxClientConns), "HealthFall": int64(c.HealthFall), "HealthRise": int64(c.HealthRise),
+	} {
+		if v <= 0 {
+			return bad(field, "must be greater than 0")
+		}
+	}
+	if c.BucketCapacity > 1_000_000_000 {
+		return bad("BucketCapacity", "must be at most 1000000000")
+	}
+	for field, d := range map[string]time.Duration{
+		"HealthInterval": c.HealthInterval, "HealthTimeout": c.HealthTimeout,
+		"BucketRefillInterval": c.BucketRefillInterval, "DatabaseConnectTimeout": c.DatabaseConnectTimeout,
+		"PersistInterval": c.PersistInterval, "ShutdownTimeout": c.ShutdownTimeout,
+		"BackendTimeout": c.BackendTimeout, "DialTimeout": c.DialTimeout, "BackendIdleTimeout": c.BackendIdleTimeout,
+		"ReadTimeout": c.ReadTimeout, "WriteTimeout": c.WriteTimeout, "IdleTimeout": c.IdleTimeout,
+	} {
+		if d <= 0 {
+			return bad(field, "must be a positive duration such as 500ms or 5s")
+		}
+	}
+	return nil
+}
+
+// RatePerSec is the refill rate of default buckets.
+func (c *Config) RatePerSec() float64 {
+	return float64(c.BucketRefillAmount) / c.BucketRefillInterval.Seconds()
+}
+
+// printUsage writes every variable with its default and meaning.
+func printUsage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: equalizer [-demo]\n\n")
+	fmt.Fprintf(w, "  -demo  also start three demo backends on 127.0.0.1:8081-8083\n\n")
+	fmt.Fprintf(w, "Configuration is read from these environment variables:\n\n")
+	t := reflect.TypeFor[Config]()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		def := f.Tag.Get("envDefault")
+		if def == "" {
+			def = `""`
+		}
+		fmt.Fprintf(w, "  %-36s %s\n  %-36s default %s\n", f.Tag.Get("env"), f.Tag.Get("help"), "", def)
+	}
+}

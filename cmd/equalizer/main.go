@@ -1,0 +1,262 @@
+// Command equalizer is the gopher-equalizer rate-limiting reverse proxy.
+// It reads its configuration from EQUALIZER_* environment variables; run it
+// with -h to list them.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+
+	"gopher-equalizer/admin"
+	"gopher-equalizer/limiter"
+	"gopher-equalizer/pgstore"
+	"gopher-equalizer/pool"
+	"gopher-equalizer/proxy"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], environ()))
+}
+
+func environ() map[string]string {
+	m := map[string]string{}
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+	}
+	return m
+}
+
+func run(args []string, env map[string]string) int {
+	flags := flag.NewFlagSet("equalizer", flag.ContinueOnError)
+	demo := flags.Bool("demo", false, "also start three demo backends on 127.0.0.1:8081-8083")
+	flags.Usage = func() { printUsage(os.Stderr) }
+	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	cfg, err := LoadConfig(env)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "equalizer:", err)
+		return 2
+	}
+	log := newLogger(cfg)
+	if err := serve(cfg, *demo, log); err != nil {
+		log.Error().Err(err).Msg("equalizer stopped with an error")
+		return 1
+	}
+	return 0
+}
+
+func newLogger(cfg Config) zerolog.Logger {
+	level, _ := zerolog.ParseLevel(cfg.LogLevel)
+	var log zerolog.Logger
+	if cfg.LogFormat == "console" {
+		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.RFC3339})
+	} else {
+		log = zerolog.New(os.Stderr)
+	}
+	return log.Level(level).With().Timestamp().Logger()
+}
+
+// serve runs the proxy until SIGINT or SIGTERM, then stops in order: stop
+// accepting and drain the proxy, stop health checks, flush buckets to the
+// store, close the admin listener, close the store.
+func serve(cfg Config, demo bool, log zerolog.Logger) error {
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(signals)
+
+	if demo {
+		stopDemo, err := startDemoBackends(log)
+		if err != nil {
+			return err
+		}
+		defer stopDemo()
+	}
+
+	backends := make([]*pool.Backend, 0, len(cfg.Backends))
+	for _, raw := range cfg.Backends {
+		b, err := pool.NewBackend(strings.TrimSpace(raw), pool.ClientOptions{
+			DialTimeout:     cfg.DialTimeout,
+			MaxConns:        cfg.MaxConnsPerBackend,
+			MaxIdleConnTime: cfg.BackendIdleTimeout,
+			ReadBufferSize:  cfg.MaxHeaderSize,
+			MaxResponseBody: cfg.MaxBodySize,
+			MaxConnWait:     cfg.BackendTimeout,
+		})
+		if err != nil {
+			return err
+		}
+		backends = append(backends, b)
+	}
+	strategy, _ := pool.NewStrategy(cfg.Strategy)
+	backendPool := pool.New(backends, strategy)
+
+	store, closeStore, err := openStore(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	lim := limiter.New(limiter.Config{
+		Capacity:   cfg.BucketCapacity,
+		RatePerSec: cfg.RatePerSec(),
+		MaxBuckets: cfg.MaxBuckets,
+	}, store)
+	if pg, ok := store.(*pgstore.Store); ok {
+		start := time.Now()
+		n, err := pg.LoadInto(context.Background(), lim)
+		if err != nil {
+			return fmt.Errorf("load buckets: %w", err)
+		}
+		log.Info().Int("buckets", n).Dur("took", time.Since(start)).Msg("buckets loaded from PostgreSQL")
+	}
+
+	key, _ := proxy.ParseClientKey(cfg.ClientKey, cfg.TrustedProxies)
+	px := proxy.New(proxy.Config{BackendTimeout: cfg.BackendTimeout, RateLimitHeaders: cfg.RateLimitHeaders},
+		backendPool, lim, key, log)
+	proxyServer := &fasthttp.Server{
+		Handler:                       px.ServeHTTP,
+		Name:                          "",
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		NoDefaultDate:                 false,
+		DisableHeaderNamesNormalizing: true,
+		DisablePreParseMultipartForm:  true,
+		ReadTimeout:                   cfg.ReadTimeout,
+		WriteTimeout:                  cfg.WriteTimeout,
+		IdleTimeout:                   cfg.IdleTimeout,
+		MaxRequestBodySize:            cfg.MaxBodySize,
+		ReadBufferSize:                cfg.MaxHeaderSize,
+		Concurrency:                   cfg.MaxClientConns,
+		CloseOnShutdown:               true,
+		Logger:                        fasthttpLogger{log},
+	}
+	api := admin.New(admin.Config{Token: cfg.AdminToken, DefaultLimit: cfg.APIDefaultLimit, RatePerSec: cfg.RatePerSec()},
+		lim, backendPool, admin.NewMetrics(&px.Stats, backendPool, lim), log)
+	adminServer := &fasthttp.Server{
+		Handler:            api.Handler(),
+		Name:               "gopher-equalizer-admin",
+		ReadTimeout:        10 * time.Second,
+		WriteTimeout:       30 * time.Second,
+		MaxRequestBodySize: 64 << 10,
+		CloseOnShutdown:    true,
+		Logger:             fasthttpLogger{log},
+	}
+
+	proxyLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("EQUALIZER_LISTEN: %w", err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		proxyLn.Close()
+		return fmt.Errorf("EQUALIZER_ADMIN_LISTEN: %w", err)
+	}
+
+	healthCtx, stopHealth := context.WithCancel(context.Background())
+	persistCtx, stopPersist := context.WithCancel(context.Background())
+	var background sync.WaitGroup
+	checker := pool.NewChecker(backendPool, pool.HealthConfig{
+		Interval: cfg.HealthInterval, Timeout: cfg.HealthTimeout, Path: cfg.HealthPath,
+		Fall: cfg.HealthFall, Rise: cfg.HealthRise,
+	}, log)
+	background.Go(func() { checker.Run(healthCtx) })
+	persistDone := make(chan error, 1)
+	go func() {
+		storeErrors := throttle(log, 10*time.Second)
+		persistDone <- lim.RunPersister(persistCtx, cfg.PersistInterval, cfg.ShutdownTimeout, storeErrors)
+	}()
+
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- proxyServer.Serve(proxyLn) }()
+	go func() { serveErr <- adminServer.Serve(adminLn) }()
+	log.Info().Str("listen", proxyLn.Addr().String()).Str("admin", adminLn.Addr().String()).
+		Strs("backends", cfg.Backends).Str("strategy", cfg.Strategy).Str("client_key", cfg.ClientKey).
+		Int64("bucket_capacity", cfg.BucketCapacity).Float64("rate_per_sec", cfg.RatePerSec()).
+		Bool("postgres", cfg.DatabaseURL != "").Msg("gopher-equalizer started")
+
+	var runErr error
+	select {
+	case sig := <-signals:
+		log.Info().Str("signal", sig.String()).Dur("timeout", cfg.ShutdownTimeout).Msg("shutting down: draining requests")
+	case runErr = <-serveErr:
+		log.Error().Err(runErr).Msg("listener failed")
+	}
+
+	// 1. Stop accepting and let in-flight requests finish.
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	if err := proxyServer.ShutdownWithContext(drainCtx); err != nil {
+		log.Warn().Err(err).Msg("drain timed out: open connections were closed")
+	}
+	cancelDrain()
+	// 2. No traffic left: stop probing backends.
+	stopHealth()
+	// 3. Write every changed bucket (the persister's final flush).
+	stopPersist()
+	if err := <-persistDone; err != nil {
+		log.Error().Err(err).Msg("final flush failed: spending since the last flush is lost")
+		runErr = errors.Join(runErr, err)
+	} else {
+		log.Info().Msg("buckets flushed")
+	}
+	// 4. The admin API stays up until here so /readyz and /metrics answer
+	// during the drain.
+	adminCtx, cancelAdmin := context.WithTimeout(context.Background(), time.Second)
+	_ = adminServer.ShutdownWithContext(adminCtx)
+	cancelAdmin()
+	background.Wait()
+	log.Info().Msg("stopped")
+	return runErr
+}
+
+// openStore picks the bucket store: PostgreSQL when a URL is set, memory
+// otherwise.
+func openStore(cfg Config, log zerolog.Logger) (limiter.Store, func(), error) {
+	if cfg.DatabaseURL == "" {
+		log.Warn().Msg("EQUALIZER_DATABASE_URL is empty: buckets are kept in memory only and nothing survives a restart")
+		return limiter.NewMemoryStore(), func() {}, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.DatabaseConnectTimeout)
+	defer cancel()
+	st, err := pgstore.Open(ctx, cfg.DatabaseURL, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("EQUALIZER_DATABASE_URL: %w", err)
+	}
+	return st, st.Close, nil
+}
+
+// throttle returns an error reporter that logs at most one line per period
+// with the number of errors it swallowed in between.
+func throttle(log zerolog.Logger, every time.Duration) func(error) {
+	var last time.Time
+	skipped := 0
+	return func(err error) {
+		if time.Since(last) < every {
+			skipped++
+			return
+		}
+		log.Error().Err(err).Int("suppressed", skipped).Msg("persisting buckets failed; retrying with backoff")
+		last, skipped = time.Now(), 0
+	}
+}
+
+// fasthttpLogger sends fasthttp's own messages to zerolog at debug level:
+// they are per connection, so they stay out of the info log.
+type fasthttpLogger struct{ log zerolog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) { l.log.Debug().Msgf(format, args...) }

@@ -1,0 +1,335 @@
+// Package limiter keeps one GCRA token bucket per client in memory. It is the
+// source of truth for tokens: the proxy charges buckets here without I/O, the
+// admin API changes them here after the Store accepted the change, and the
+// persister writes the buckets that changed to the Store in batches.
+//
+// Concurrency: Allow takes no lock and allocates nothing for a client that
+// already has a bucket; a new client costs one allocation for its bucket.
+// Admin writes, Flush and eviction serialise on one mutex, so a batch write
+// never undoes an admin change. Times are unix nanoseconds passed in by the
+// caller, so tests need no clock.
+package limiter
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+// Errors returned by the admin operations.
+var (
+	ErrExists   = errors.New("bucket already exists")
+	ErrNotFound = errors.New("bucket not found")
+)
+
+// Bucket is a bucket as the admin API and the Store see it.
+type Bucket struct {
+	ClientID   string
+	Capacity   int64
+	Tokens     float64 // fractional tokens at LastRefill
+	RatePerSec float64
+	LastRefill time.Time
+	// Managed buckets were created or changed through the admin API and are
+	// never evicted; the others were created on a client's first request.
+	Managed bool
+}
+
+// WholeTokens is the number of whole tokens, as the API shows it.
+func (b Bucket) WholeTokens() int64 { return int64(math.Floor(b.Tokens + 1e-9)) }
+
+// Store persists buckets. Save is an upsert of whole rows. Both are called
+// with the limiter's admin mutex held, so they never race each other.
+type Store interface {
+	Save(ctx context.Context, buckets []Bucket) error
+	Delete(ctx context.Context, clientIDs []string) error
+	Ping(ctx context.Context) error
+}
+
+// Config holds the defaults for buckets created on first sight.
+type Config struct {
+	Capacity   int64
+	RatePerSec float64
+	// MaxBuckets bounds the buckets held in memory. Past it, automatic
+	// buckets that refilled to full are evicted first (they equal a new
+	// default bucket); a new client that finds the table still full is
+	// refused with Decision.TableFull until eviction makes room.
+	MaxBuckets int
+}
+
+// Limiter is safe for concurrent use.
+type Limiter struct {
+	cfg             Config
+	defaultInterval int64
+	store           Store
+
+	buckets sync.Map // string -> *bucket
+	count   atomic.Int64
+	dirty   atomic.Pointer[bucket] // head of the list of dirty buckets
+
+	// mu serialises admin writes, Flush and eviction.
+	mu            sync.Mutex
+	pendingDelete []string // evicted automatic buckets to delete from the store
+
+	sweepNeeded chan struct{}
+	evictions   atomic.Uint64
+	refusedFull atomic.Uint64
+}
+
+// New creates a limiter that persists to store.
+func New(cfg Config, store Store) *Limiter {
+	return &Limiter{
+		cfg:             cfg,
+		defaultInterval: intervalFor(cfg.RatePerSec),
+		store:           store,
+		sweepNeeded:     make(chan struct{}, 1),
+	}
+}
+
+// Allow charges one token from key's bucket at now, creating a full default
+// bucket on first sight. key may be a reused buffer: it is copied when kept.
+func (l *Limiter) Allow(key []byte, now int64) Decision {
+	b := l.lookup(key)
+	if b == nil {
+		if b = l.createDefault(key, now); b == nil {
+			l.refusedFull.Add(1)
+			return Decision{Limit: l.cfg.Capacity, Retry: time.Second, TableFull: true}
+		}
+	}
+	d := b.take(now)
+	if d.Allowed {
+		l.markDirty(b)
+	}
+	return d
+}
+
+func (l *Limiter) lookup(key []byte) *bucket {
+	// The map only reads the key during Load, so a string that aliases the
+	// caller's buffer is safe and saves a copy.
+	v, ok := l.buckets.Load(unsafe.String(unsafe.SliceData(key), len(key)))
+	if !ok {
+		return nil
+	}
+	return v.(*bucket)
+}
+
+func (l *Limiter) createDefault(key []byte, now int64) *bucket {
+	if l.cfg.MaxBuckets > 0 && l.count.Load() >= int64(l.cfg.MaxBuckets) {
+		l.nudgeSweep()
+		return nil
+	}
+	b := &bucket{key: string(key)}
+	b.interval.Store(l.defaultInterval)
+	b.capacity.Store(l.cfg.Capacity)
+	b.tat.Store(now)
+	if v, loaded := l.buckets.LoadOrStore(b.key, b); loaded {
+		return v.(*bucket)
+	}
+	if n := l.count.Add(1); l.cfg.MaxBuckets > 0 && n >= int64(l.cfg.MaxBuckets)*9/10 {
+		l.nudgeSweep()
+	}
+	return b
+}
+
+// markDirty puts b on the dirty list once until the next Flush.
+func (l *Limiter) markDirty(b *bucket) {
+	if b.dirty.Load() || !b.dirty.CompareAndSwap(false, true) {
+		return
+	}
+	for {
+		head := l.dirty.Load()
+		b.next.Store(head)
+		if l.dirty.CompareAndSwap(head, b) {
+			return
+		}
+	}
+}
+
+// Len is the number of buckets in memory.
+func (l *Limiter) Len() int { return int(l.count.Load()) }
+
+// Evictions is how many automatic buckets were dropped to respect MaxBuckets.
+func (l *Limiter) Evictions() uint64 { return l.evictions.Load() }
+
+// RefusedFull is how many new clients were refused because the table was full.
+func (l *Limiter) RefusedFull() uint64 { return l.refusedFull.Load() }
+
+func (l *Limiter) snapshot(b *bucket, now int64) Bucket {
+	return Bucket{
+		ClientID:   b.key,
+		Capacity:   b.capacity.Load(),
+		Tokens:     b.tokens(now),
+		RatePerSec: rateFor(b.interval.Load()),
+		LastRefill: time.Unix(0, now).UTC(),
+		Managed:    b.managed.Load(),
+	}
+}
+
+// rateFor is the inverse of intervalFor, rounded to a millionth so that a
+// rate of 3/s reads back as 3, not 3.000000003.
+func rateFor(interval int64) float64 {
+	return math.Round(float64(time.Second)/float64(interval)*1e6) / 1e6
+}
+
+// Get returns the bucket of clientID as it is at now.
+func (l *Limiter) Get(clientID string, now int64) (Bucket, bool) {
+	v, ok := l.buckets.Load(clientID)
+	if !ok {
+		return Bucket{}, false
+	}
+	return l.snapshot(v.(*bucket), now), true
+}
+
+// List returns up to limit buckets ordered by client ID, skipping offset.
+// It walks every bucket but keeps only offset+limit of them, so a page of a
+// million buckets costs one pass and little memory.
+func (l *Limiter) List(offset, limit int, now int64) []Bucket {
+	keep := offset + limit
+	byKey := func(x, y *bucket) int { return cmp.Compare(x.key, y.key) }
+	var page []*bucket
+	if keep > 4096 {
+		// A deep page: sorting everything once beats keeping a long window.
+		page = make([]*bucket, 0, l.Len())
+		l.buckets.Range(func(_, v any) bool { page = append(page, v.(*bucket)); return true })
+		slices.SortFunc(page, byKey)
+	} else {
+		l.buckets.Range(func(_, v any) bool {
+			b := v.(*bucket)
+			if len(page) == keep && b.key >= page[keep-1].key {
+				return true
+			}
+			i, _ := slices.BinarySearchFunc(page, b, byKey)
+			page = slices.Insert(page, i, b)
+			if len(page) > keep {
+				page = page[:keep]
+			}
+			return true
+		})
+	}
+	out := []Bucket{}
+	for i := offset; i < min(keep, len(page)); i++ {
+		out = append(out, l.snapshot(page[i], now))
+	}
+	return out
+}
+
+// Restore puts a bucket loaded from the store into memory, replacing any
+// bucket with the same ID. It is for start-up, before traffic.
+func (l *Limiter) Restore(row Bucket) {
+	b := newBucket(row)
+	if old, loaded := l.buckets.Swap(b.key, b); !loaded {
+		l.count.Add(1)
+	} else {
+		old.(*bucket).deleted.Store(true)
+	}
+}
+
+func newBucket(row Bucket) *bucket {
+	interval := intervalFor(row.RatePerSec)
+	b := &bucket{key: strings.Clone(row.ClientID)}
+	b.interval.Store(interval)
+	b.capacity.Store(row.Capacity)
+	b.tat.Store(tatFor(row.LastRefill.UnixNano(), row.Capacity, interval, row.Tokens))
+	b.managed.Store(row.Managed)
+	return b
+}
+
+// Create adds a managed bucket after the store accepted it.
+func (l *Limiter) Create(ctx context.Context, row Bucket) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.buckets.Load(row.ClientID); ok {
+		return ErrExists
+	}
+	row.Managed = true
+	if err := l.store.Save(ctx, []Bucket{row}); err != nil {
+		return err
+	}
+	l.buckets.Store(row.ClientID, newBucket(row))
+	l.count.Add(1)
+	return nil
+}
+
+// SetCapacity changes a bucket's capacity (and its rate when ratePerSec > 0)
+// after the store accepted it. Tokens above the new capacity are cut to it.
+func (l *Limiter) SetCapacity(ctx context.Context, clientID string, capacity int64, ratePerSec float64, now int64) error {
+	return l.update(ctx, clientID, now, func(row *Bucket) error {
+		row.Capacity = capacity
+		row.Tokens = min(row.Tokens, float64(capacity))
+		if ratePerSec > 0 {
+			row.RatePerSec = ratePerSec
+		}
+		return nil
+	})
+}
+
+// ErrTokensAboveCapacity is returned by SetTokens for tokens > capacity.
+var ErrTokensAboveCapacity = errors.New("tokens must not exceed the bucket's capacity")
+
+// SetTokens sets a bucket's tokens (0 or more) after the store accepted it.
+func (l *Limiter) SetTokens(ctx context.Context, clientID string, tokens int64, now int64) error {
+	return l.update(ctx, clientID, now, func(row *Bucket) error {
+		if tokens > row.Capacity {
+			return ErrTokensAboveCapacity
+		}
+		row.Tokens = float64(tokens)
+		return nil
+	})
+}
+
+func (l *Limiter) update(ctx context.Context, clientID string, now int64, change func(*Bucket) error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	v, ok := l.buckets.Load(clientID)
+	if !ok {
+		return ErrNotFound
+	}
+	b := v.(*bucket)
+	row := l.snapshot(b, now)
+	if err := change(&row); err != nil {
+		return err
+	}
+	row.Managed = true
+	if err := l.store.Save(ctx, []Bucket{row}); err != nil {
+		return err
+	}
+	interval := intervalFor(row.RatePerSec)
+	b.interval.Store(interval)
+	b.capacity.Store(row.Capacity)
+	b.tat.Store(tatFor(now, row.Capacity, interval, row.Tokens))
+	b.managed.Store(true)
+	return nil
+}
+
+// Delete removes a bucket after the store deleted it. The client's next
+// request creates a new default bucket.
+func (l *Limiter) Delete(ctx context.Context, clientID string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	v, ok := l.buckets.Load(clientID)
+	if !ok {
+		return ErrNotFound
+	}
+	if err := l.store.Delete(ctx, []string{clientID}); err != nil {
+		return err
+	}
+	l.remove(v.(*bucket))
+	return nil
+}
+
+// remove drops b from the map; the caller holds mu.
+func (l *Limiter) remove(b *bucket) {
+	if l.buckets.CompareAndDelete(b.key, b) {
+		b.deleted.Store(true)
+		l.count.Add(-1)
+	}
+}
+
+// Ping reports whether the store answers.
+func (l *Limiter) Ping(ctx context.Context) error { return l.store.Ping(ctx) }

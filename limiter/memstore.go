@@ -1,0 +1,55 @@
+package limiter
+
+import (
+	"context"
+	"sync"
+)
+
+// MemoryStore keeps the saved rows in a map. It is the store when no database
+// is configured: admin writes and batches behave as with PostgreSQL, but
+// nothing survives a restart.
+type MemoryStore struct {
+	mu   sync.Mutex
+	rows map[string]Bucket
+}
+
+// NewMemoryStore returns an empty store.
+func NewMemoryStore() *MemoryStore { return &MemoryStore{rows: map[string]Bucket{}} }
+
+// Save implements Store.
+func (m *MemoryStore) Save(_ context.Context, buckets []Bucket) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, b := range buckets {
+		m.rows[b.ClientID] = b
+	}
+	return nil
+}
+
+// Delete implements Store.
+func (m *MemoryStore) Delete(_ context.Context, ids []string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, id := range ids {
+		delete(m.rows, id)
+	}
+	return nil
+}
+
+// Ping implements Store.
+func (m *MemoryStore) Ping(context.Context) error { return nil }
+
+// Row returns the saved row of id.
+func (m *MemoryStore) Row(id string) (Bucket, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.rows[id]
+	return b, ok
+}
+
+// Len is the number of saved rows.
+func (m *MemoryStore) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.rows)
+}

@@ -1,0 +1,139 @@
+package limiter
+
+import (
+	"context"
+	"time"
+)
+
+// Flush writes every bucket that changed since the last Flush, and deletes
+// the evicted ones, through the store. On failure the buckets stay dirty and
+// the deletions stay pending, so the next Flush writes them: nothing is lost
+// while the store is down. It returns how many buckets it saved.
+func (l *Limiter) Flush(ctx context.Context, now int64) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+
+	if len(l.pendingDelete) > 0 {
+		if err := l.store.Delete(ctx, l.pendingDelete); err != nil {
+			return 0, err
+		}
+		l.pendingDelete = l.pendingDelete[:0]
+	}
+
+	var list []*bucket
+	var rows []Bucket
+	for b := l.dirty.Swap(nil); b != nil; {
+		next := b.next.Load()
+		b.next.Store(nil)
+		// Clear the flag before reading the state: a request that lands
+		// after this read marks the bucket dirty again.
+		b.dirty.Store(false)
+		if !b.deleted.Load() {
+			list = append(list, b)
+			rows = append(rows, l.snapshot(b, now))
+		}
+		b = next
+	}
+	if len(rows) == 0 {
+		return 0, nil
+	}
+	if err := l.store.Save(ctx, rows); err != nil {
+		for _, b := range list {
+			l.markDirty(b)
+		}
+		return 0, err
+	}
+	return len(rows), nil
+}
+
+// DirtyLen counts the buckets waiting for the next Flush. It walks the list,
+// so it is for tests and metrics, not the request path.
+func (l *Limiter) DirtyLen() int {
+	n := 0
+	for b := l.dirty.Load(); b != nil; b = b.next.Load() {
+		n++
+	}
+	return n
+}
+
+// SweepSignal is ready when the table is nearly full and Sweep should run.
+func (l *Limiter) SweepSignal() <-chan struct{} { return l.sweepNeeded }
+
+func (l *Limiter) nudgeSweep() {
+	select {
+	case l.sweepNeeded <- struct{}{}:
+	default:
+	}
+}
+
+// Sweep evicts automatic buckets until the table is below 90% of
+// MaxBuckets: first those that refilled to full (the same as no bucket),
+// then, only if that was not enough, the other automatic ones. Managed
+// buckets are never evicted. It returns how many buckets it evicted.
+func (l *Limiter) Sweep(now int64) int {
+	if l.cfg.MaxBuckets <= 0 {
+		return 0
+	}
+	target := int64(l.cfg.MaxBuckets) * 9 / 10
+	if l.count.Load() < target {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	evicted := 0
+	for _, fullOnly := range []bool{true, false} {
+		l.buckets.Range(func(_, v any) bool {
+			b := v.(*bucket)
+			if b.managed.Load() || (fullOnly && !b.full(now)) {
+				return true
+			}
+			l.remove(b)
+			l.pendingDelete = append(l.pendingDelete, b.key)
+			evicted++
+			// Stop a little below the mark so the next sweep is not at once.
+			return l.count.Load() >= target*95/100
+		})
+		if l.count.Load() < target {
+			break
+		}
+	}
+	l.evictions.Add(uint64(evicted))
+	return evicted
+}
+
+// RunPersister flushes every interval and sweeps when the table fills,
+// until ctx is done; then it flushes one last time within finalTimeout.
+// Failed flushes are retried with a backoff up to 30 s; report is called
+// with each error, so the caller can log them throttled.
+func (l *Limiter) RunPersister(ctx context.Context, interval, finalTimeout time.Duration, report func(error)) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	backoff := interval
+	var retryAt time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			final, cancel := context.WithTimeout(context.Background(), finalTimeout)
+			defer cancel()
+			_, err := l.Flush(final, time.Now().UnixNano())
+			return err
+		case <-l.sweepNeeded:
+			l.Sweep(time.Now().UnixNano())
+		case now := <-t.C:
+			if now.Before(retryAt) {
+				continue
+			}
+			attempt, cancel := context.WithTimeout(ctx, max(interval*5, 5*time.Second))
+			_, err := l.Flush(attempt, now.UnixNano())
+			cancel()
+			if err != nil {
+				report(err)
+				retryAt = now.Add(backoff)
+				backoff = min(backoff*2, 30*time.Second)
+				continue
+			}
+			backoff = interval
+			retryAt = time.Time{}
+		}
+	}
+}

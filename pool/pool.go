@@ -1,0 +1,101 @@
+// Package pool holds the backends, publishes the healthy ones as an
+// immutable slice behind an atomic pointer, picks one per request with a
+// Strategy, and runs the active health checker that rebuilds the slice.
+//
+// The hot path (Next) is one atomic load plus the strategy's own atomic
+// step: no lock, no allocation.
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync/atomic"
+)
+
+// ErrNoHealthyBackend is returned by Next when every backend is down.
+var ErrNoHealthyBackend = errors.New("no healthy backend")
+
+// Pool is safe for concurrent use.
+type Pool struct {
+	all      []*Backend
+	healthy  atomic.Pointer[[]*Backend]
+	strategy Strategy
+}
+
+// New builds a pool over backends, all initially healthy.
+func New(backends []*Backend, strategy Strategy) *Pool {
+	p := &Pool{all: backends, strategy: strategy}
+	p.publish()
+	return p
+}
+
+// Backends returns every configured backend, healthy or not.
+func (p *Pool) Backends() []*Backend { return p.all }
+
+// Healthy returns the current healthy slice. The caller must not modify it.
+func (p *Pool) Healthy() []*Backend { return *p.healthy.Load() }
+
+// Next picks a healthy backend, or returns nil when there is none.
+func (p *Pool) Next() *Backend {
+	healthy := *p.healthy.Load()
+	if len(healthy) == 0 {
+		return nil
+	}
+	return p.strategy.Pick(healthy)
+}
+
+// SetHealthy records a probe result and republishes the healthy slice when
+// the state changed. It reports whether it changed.
+func (p *Pool) SetHealthy(b *Backend, healthy bool) bool {
+	if b.healthy.Swap(healthy) == healthy {
+		return false
+	}
+	p.publish()
+	return true
+}
+
+// publish rebuilds the healthy slice in configuration order. Only the health
+// checker calls it after start-up, so there is a single writer.
+func (p *Pool) publish() {
+	healthy := make([]*Backend, 0, len(p.all))
+	for _, b := range p.all {
+		if b.healthy.Load() {
+			healthy = append(healthy, b)
+		}
+	}
+	p.healthy.Store(&healthy)
+}
+
+// Strategy picks one backend from a non-empty healthy slice. Pick runs on
+// every request: it must be lock-free and allocation-free.
+type Strategy interface {
+	Pick(healthy []*Backend) *Backend
+}
+
+// strategies maps EQUALIZER_STRATEGY names to constructors. Adding a strategy
+// is one file with its type and one entry here.
+var strategies = map[string]func() Strategy{
+	"round_robin": func() Strategy { return &RoundRobin{} },
+	"random":      func() Strategy { return Random{} },
+}
+
+// NewStrategy returns the strategy registered under name.
+func NewStrategy(name string) (Strategy, error) {
+	newStrategy, ok := strategies[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown strategy %q (want one of %s)", name, strings.Join(StrategyNames(), ", "))
+	}
+	return newStrategy(), nil
+}
+
+// StrategyNames lists the registered strategies, sorted.
+func StrategyNames() []string {
+	names := make([]string, 0, len(strategies))
+	for name := range strategies {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}

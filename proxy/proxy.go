@@ -1,0 +1,184 @@
+// Package proxy is the request path: derive the client key, charge its
+// bucket, pick a healthy backend, forward over the backend's pooled
+// HostClient, and map failures to 429, 502, 503 and 504.
+//
+// The handler reuses fasthttp's RequestCtx for the upstream request and
+// response: in steady state it allocates nothing and takes no lock.
+package proxy
+
+import (
+	"errors"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+
+	"gopher-equalizer/limiter"
+	"gopher-equalizer/pool"
+)
+
+// Config is the proxy's part of the configuration.
+type Config struct {
+	// BackendTimeout bounds the whole round trip to a backend; past it the
+	// client gets 504.
+	BackendTimeout time.Duration
+	// RateLimitHeaders adds RateLimit-Limit, RateLimit-Remaining and
+	// RateLimit-Reset to forwarded responses too, not only to 429s.
+	RateLimitHeaders bool
+}
+
+// Stats counts requests by outcome. Plain atomics: /metrics reads them.
+type Stats struct {
+	Forwarded   atomic.Uint64 // answered by a backend
+	Limited     atomic.Uint64 // 429
+	BadGateway  atomic.Uint64 // 502
+	Unavailable atomic.Uint64 // 503: no healthy backend, connection limit or bucket table full
+	Timeout     atomic.Uint64 // 504
+	BadRequest  atomic.Uint64 // 400: unusable client key
+}
+
+// Proxy is the fasthttp handler. It is safe for concurrent use.
+type Proxy struct {
+	cfg     Config
+	pool    *pool.Pool
+	limiter *limiter.Limiter // nil: no rate limiting
+	key     ClientKey
+	Stats   Stats
+
+	errLog throttledLog
+}
+
+// New returns a proxy over p. lim may be nil to forward without limiting.
+func New(cfg Config, p *pool.Pool, lim *limiter.Limiter, key ClientKey, log zerolog.Logger) *Proxy {
+	return &Proxy{cfg: cfg, pool: p, limiter: lim, key: key, errLog: throttledLog{log: log, every: 10 * time.Second}}
+}
+
+// ServeHTTP handles one request.
+func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
+	var d limiter.Decision
+	if p.limiter != nil {
+		var keyBuf [64]byte
+		key, err := p.key.Append(keyBuf[:0], ctx)
+		if err != nil {
+			p.Stats.BadRequest.Add(1)
+			ctx.Error(err.Error()+"\n", fasthttp.StatusBadRequest)
+			return
+		}
+		d = p.limiter.Allow(key, ctx.Time().UnixNano())
+		if !d.Allowed {
+			p.refuse(ctx, &d)
+			return
+		}
+	}
+
+	b := p.pool.Next()
+	if b == nil {
+		p.Stats.Unavailable.Add(1)
+		ctx.Error("no healthy backend\n", fasthttp.StatusServiceUnavailable)
+		return
+	}
+
+	req := &ctx.Request
+	stripRequest(&req.Header)
+	setForwarded(ctx)
+	// Keep the client's Host header instead of the one parsed from the URI.
+	req.UseHostHeader = true
+
+	b.CountRequest()
+	err := b.Client.DoTimeout(req, &ctx.Response, p.cfg.BackendTimeout)
+	if err != nil {
+		b.CountFailure()
+		p.fail(ctx, b, err)
+		return
+	}
+	stripResponse(&ctx.Response.Header)
+	p.Stats.Forwarded.Add(1)
+	if p.cfg.RateLimitHeaders && p.limiter != nil {
+		setRateLimitHeaders(&ctx.Response.Header, &d)
+	}
+}
+
+// refuse answers a request the limiter turned down.
+func (p *Proxy) refuse(ctx *fasthttp.RequestCtx, d *limiter.Decision) {
+	if d.TableFull {
+		p.Stats.Unavailable.Add(1)
+		ctx.Error("rate limiter table full\n", fasthttp.StatusServiceUnavailable)
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+		return
+	}
+	p.Stats.Limited.Add(1)
+	ctx.Error("rate limit exceeded\n", fasthttp.StatusTooManyRequests)
+	h := &ctx.Response.Header
+	var buf [20]byte
+	h.SetBytesV(fasthttp.HeaderRetryAfter, strconv.AppendInt(buf[:0], ceilSeconds(d.Retry, 1), 10))
+	setRateLimitHeaders(h, d)
+}
+
+// setRateLimitHeaders writes the RateLimit-* fields. RateLimit-Reset is the
+// number of seconds until the bucket is full again.
+func setRateLimitHeaders(h *fasthttp.ResponseHeader, d *limiter.Decision) {
+	var buf [20]byte
+	h.SetBytesV("RateLimit-Limit", strconv.AppendInt(buf[:0], d.Limit, 10))
+	h.SetBytesV("RateLimit-Remaining", strconv.AppendInt(buf[:0], d.Remaining, 10))
+	h.SetBytesV("RateLimit-Reset", strconv.AppendInt(buf[:0], ceilSeconds(d.Reset, 0), 10))
+}
+
+func ceilSeconds(d time.Duration, least int64) int64 {
+	return max(int64((d+time.Second-1)/time.Second), least)
+}
+
+// setForwarded appends the peer to X-Forwarded-For and sets
+// X-Forwarded-Proto and X-Forwarded-Host.
+func setForwarded(ctx *fasthttp.RequestCtx) {
+	h := &ctx.Request.Header
+	var buf [256]byte
+	xff := buf[:0]
+	if prior := h.Peek(fasthttp.HeaderXForwardedFor); len(prior) > 0 {
+		xff = append(append(xff, prior...), ", "...)
+	}
+	xff = peerAddr(ctx).AppendTo(xff)
+	h.SetBytesV(fasthttp.HeaderXForwardedFor, xff)
+	if ctx.IsTLS() {
+		h.Set(fasthttp.HeaderXForwardedProto, "https")
+	} else {
+		h.Set(fasthttp.HeaderXForwardedProto, "http")
+	}
+	h.SetBytesV(fasthttp.HeaderXForwardedHost, h.Host())
+}
+
+// fail maps a forwarding error to 502, 503 or 504.
+func (p *Proxy) fail(ctx *fasthttp.RequestCtx, b *pool.Backend, err error) {
+	switch {
+	case errors.Is(err, fasthttp.ErrTimeout):
+		p.Stats.Timeout.Add(1)
+		ctx.Error("backend timeout\n", fasthttp.StatusGatewayTimeout)
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		p.Stats.Unavailable.Add(1)
+		ctx.Error("backend connection limit reached\n", fasthttp.StatusServiceUnavailable)
+	default:
+		p.Stats.BadGateway.Add(1)
+		ctx.Error("bad gateway\n", fasthttp.StatusBadGateway)
+	}
+	p.errLog.report(b.URL, err)
+}
+
+// throttledLog logs at most one error line per period, with the number of
+// errors it skipped, so a dead backend under load does not flood the log.
+type throttledLog struct {
+	log     zerolog.Logger
+	every   time.Duration
+	next    atomic.Int64
+	skipped atomic.Uint64
+}
+
+func (t *throttledLog) report(backend string, err error) {
+	now := time.Now().UnixNano()
+	next := t.next.Load()
+	if now < next || !t.next.CompareAndSwap(next, now+int64(t.every)) {
+		t.skipped.Add(1)
+		return
+	}
+	t.log.Error().Err(err).Str("backend", backend).Uint64("suppressed", t.skipped.Swap(0)).Msg("forward failed")
+}
