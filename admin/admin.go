@@ -20,6 +20,7 @@ import (
 
 	"gopher-equalizer/limiter"
 	"gopher-equalizer/pool"
+	"gopher-equalizer/proxy"
 )
 
 // Config is the admin part of the configuration.
@@ -364,6 +365,13 @@ func (a *API) writeStoreError(ctx *fasthttp.RequestCtx, err error) {
 		a.log.Error().Err(err).Msg("admin write failed: store unavailable")
 		writeError(ctx, fasthttp.StatusServiceUnavailable, "store unavailable: "+err.Error())
 	}
+}
+
+// ServerErrorHandler answers requests fasthttp could not parse with a JSON
+// error, for the admin listener.
+func ServerErrorHandler(ctx *fasthttp.RequestCtx, err error) {
+	status, msg := proxy.ParseErrorStatus(err)
+	writeError(ctx, status, msg)
 }
 
 func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {

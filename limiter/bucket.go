@@ -11,20 +11,40 @@ import (
 // (burst = capacity*interval), and tat then moves forward by one interval.
 // A denial writes nothing, and tat never moves backwards on the request path.
 //
-// capacity and interval change only through the admin API. They are separate
-// atomics, so a request racing an admin change may be charged once under the
-// old parameters; it never corrupts tat.
+// The struct is kept at 48 bytes (one size class) because a million of them
+// must fit in memory: the parameters are shared, the flags share one word.
 type bucket struct {
-	tat      atomic.Int64 // unix nanoseconds
-	interval atomic.Int64 // nanoseconds per token
-	capacity atomic.Int64
-
-	key     string
-	managed atomic.Bool // created or changed through the admin API: never evicted
-	deleted atomic.Bool // removed from the map: the persister must skip it
-	dirty   atomic.Bool // changed since the persister last saved it
-	next    atomic.Pointer[bucket]
+	tat    atomic.Int64           // unix nanoseconds
+	params atomic.Pointer[params] // shared by every default bucket
+	key    string
+	flags  atomic.Uint32
+	next   atomic.Pointer[bucket] // link in the dirty list
 }
+
+// params are a bucket's capacity and refill interval. They are immutable:
+// an admin change swaps in a new value, so a request sees either the old
+// pair or the new one, never a mix.
+type params struct {
+	capacity int64
+	interval int64 // nanoseconds per token
+}
+
+func newParams(capacity int64, ratePerSec float64) *params {
+	return &params{capacity: capacity, interval: intervalFor(ratePerSec)}
+}
+
+const (
+	flagDirty   uint32 = 1 << iota // changed since the persister last saved it
+	flagManaged                    // created or changed through the admin API: never evicted
+	flagDeleted                    // removed from the map: the persister must skip it
+)
+
+func (b *bucket) has(f uint32) bool { return b.flags.Load()&f != 0 }
+
+// setFlag sets f and reports whether it was clear before.
+func (b *bucket) setFlag(f uint32) bool { return b.flags.Or(f)&f == 0 }
+
+func (b *bucket) clearFlag(f uint32) { b.flags.And(^f) }
 
 // Decision is what Allow answers. Durations are from the request's time.
 type Decision struct {
@@ -40,16 +60,15 @@ type Decision struct {
 
 // take charges one token at now.
 func (b *bucket) take(now int64) Decision {
-	interval := b.interval.Load()
-	capacity := b.capacity.Load()
-	burst := interval * capacity
+	p := b.params.Load()
+	burst := p.interval * p.capacity
 	for {
 		tat := b.tat.Load()
 		base := max(tat, now)
-		next := base + interval
+		next := base + p.interval
 		if next-now > burst {
 			return Decision{
-				Limit: capacity,
+				Limit: p.capacity,
 				Retry: time.Duration(next - burst - now),
 				Reset: time.Duration(base - now),
 			}
@@ -57,8 +76,8 @@ func (b *bucket) take(now int64) Decision {
 		if b.tat.CompareAndSwap(tat, next) {
 			return Decision{
 				Allowed:   true,
-				Limit:     capacity,
-				Remaining: (now + burst - next) / interval,
+				Limit:     p.capacity,
+				Remaining: (now + burst - next) / p.interval,
 				Reset:     time.Duration(next - now),
 			}
 		}
@@ -67,18 +86,17 @@ func (b *bucket) take(now int64) Decision {
 
 // tokens is the fractional number of tokens at now.
 func (b *bucket) tokens(now int64) float64 {
-	interval := b.interval.Load()
-	capacity := b.capacity.Load()
+	p := b.params.Load()
 	debt := max(b.tat.Load()-now, 0)
-	return max(float64(capacity)-float64(debt)/float64(interval), 0)
+	return max(float64(p.capacity)-float64(debt)/float64(p.interval), 0)
 }
 
 // full reports whether the bucket has refilled completely at now.
 func (b *bucket) full(now int64) bool { return b.tat.Load() <= now }
 
 // tatFor is the tat that leaves tokens tokens at now.
-func tatFor(now int64, capacity, interval int64, tokens float64) int64 {
-	return now + int64((float64(capacity)-tokens)*float64(interval))
+func tatFor(now int64, p *params, tokens float64) int64 {
+	return now + int64((float64(p.capacity)-tokens)*float64(p.interval))
 }
 
 // intervalFor converts a rate in tokens per second to nanoseconds per token.

@@ -65,9 +65,9 @@ type Config struct {
 
 // Limiter is safe for concurrent use.
 type Limiter struct {
-	cfg             Config
-	defaultInterval int64
-	store           Store
+	cfg      Config
+	defaults *params
+	store    Store
 
 	buckets sync.Map // string -> *bucket
 	count   atomic.Int64
@@ -85,10 +85,10 @@ type Limiter struct {
 // New creates a limiter that persists to store.
 func New(cfg Config, store Store) *Limiter {
 	return &Limiter{
-		cfg:             cfg,
-		defaultInterval: intervalFor(cfg.RatePerSec),
-		store:           store,
-		sweepNeeded:     make(chan struct{}, 1),
+		cfg:         cfg,
+		defaults:    newParams(cfg.Capacity, cfg.RatePerSec),
+		store:       store,
+		sweepNeeded: make(chan struct{}, 1),
 	}
 }
 
@@ -125,8 +125,7 @@ func (l *Limiter) createDefault(key []byte, now int64) *bucket {
 		return nil
 	}
 	b := &bucket{key: string(key)}
-	b.interval.Store(l.defaultInterval)
-	b.capacity.Store(l.cfg.Capacity)
+	b.params.Store(l.defaults)
 	b.tat.Store(now)
 	if v, loaded := l.buckets.LoadOrStore(b.key, b); loaded {
 		return v.(*bucket)
@@ -139,7 +138,7 @@ func (l *Limiter) createDefault(key []byte, now int64) *bucket {
 
 // markDirty puts b on the dirty list once until the next Flush.
 func (l *Limiter) markDirty(b *bucket) {
-	if b.dirty.Load() || !b.dirty.CompareAndSwap(false, true) {
+	if b.has(flagDirty) || !b.setFlag(flagDirty) {
 		return
 	}
 	for {
@@ -161,13 +160,14 @@ func (l *Limiter) Evictions() uint64 { return l.evictions.Load() }
 func (l *Limiter) RefusedFull() uint64 { return l.refusedFull.Load() }
 
 func (l *Limiter) snapshot(b *bucket, now int64) Bucket {
+	p := b.params.Load()
 	return Bucket{
 		ClientID:   b.key,
-		Capacity:   b.capacity.Load(),
+		Capacity:   p.capacity,
 		Tokens:     b.tokens(now),
-		RatePerSec: rateFor(b.interval.Load()),
+		RatePerSec: rateFor(p.interval),
 		LastRefill: time.Unix(0, now).UTC(),
-		Managed:    b.managed.Load(),
+		Managed:    b.has(flagManaged),
 	}
 }
 
@@ -222,21 +222,25 @@ func (l *Limiter) List(offset, limit int, now int64) []Bucket {
 // Restore puts a bucket loaded from the store into memory, replacing any
 // bucket with the same ID. It is for start-up, before traffic.
 func (l *Limiter) Restore(row Bucket) {
-	b := newBucket(row)
+	b := l.newBucket(row)
 	if old, loaded := l.buckets.Swap(b.key, b); !loaded {
 		l.count.Add(1)
 	} else {
-		old.(*bucket).deleted.Store(true)
+		old.(*bucket).setFlag(flagDeleted)
 	}
 }
 
-func newBucket(row Bucket) *bucket {
-	interval := intervalFor(row.RatePerSec)
+func (l *Limiter) newBucket(row Bucket) *bucket {
+	p := newParams(row.Capacity, row.RatePerSec)
+	if *p == *l.defaults {
+		p = l.defaults // share: most buckets have the defaults
+	}
 	b := &bucket{key: strings.Clone(row.ClientID)}
-	b.interval.Store(interval)
-	b.capacity.Store(row.Capacity)
-	b.tat.Store(tatFor(row.LastRefill.UnixNano(), row.Capacity, interval, row.Tokens))
-	b.managed.Store(row.Managed)
+	b.params.Store(p)
+	b.tat.Store(tatFor(row.LastRefill.UnixNano(), p, row.Tokens))
+	if row.Managed {
+		b.setFlag(flagManaged)
+	}
 	return b
 }
 
@@ -251,7 +255,7 @@ func (l *Limiter) Create(ctx context.Context, row Bucket) error {
 	if err := l.store.Save(ctx, []Bucket{row}); err != nil {
 		return err
 	}
-	l.buckets.Store(row.ClientID, newBucket(row))
+	l.buckets.Store(row.ClientID, l.newBucket(row))
 	l.count.Add(1)
 	return nil
 }
@@ -299,11 +303,10 @@ func (l *Limiter) update(ctx context.Context, clientID string, now int64, change
 	if err := l.store.Save(ctx, []Bucket{row}); err != nil {
 		return err
 	}
-	interval := intervalFor(row.RatePerSec)
-	b.interval.Store(interval)
-	b.capacity.Store(row.Capacity)
-	b.tat.Store(tatFor(now, row.Capacity, interval, row.Tokens))
-	b.managed.Store(true)
+	p := newParams(row.Capacity, row.RatePerSec)
+	b.params.Store(p)
+	b.tat.Store(tatFor(now, p, row.Tokens))
+	b.setFlag(flagManaged)
 	return nil
 }
 
@@ -326,7 +329,7 @@ func (l *Limiter) Delete(ctx context.Context, clientID string) error {
 // remove drops b from the map; the caller holds mu.
 func (l *Limiter) remove(b *bucket) {
 	if l.buckets.CompareAndDelete(b.key, b) {
-		b.deleted.Store(true)
+		b.setFlag(flagDeleted)
 		l.count.Add(-1)
 	}
 }

@@ -6,8 +6,9 @@ import (
 )
 
 // MemoryStore keeps the saved rows in a map. It is the store when no database
-// is configured: admin writes and batches behave as with PostgreSQL, but
-// nothing survives a restart.
+// is configured: admin writes go through it as they would to PostgreSQL
+// (the persister does not run then, so automatic buckets are not copied),
+// and nothing survives a restart. Tests use it to watch what is saved.
 type MemoryStore struct {
 	mu   sync.Mutex
 	rows map[string]Bucket

@@ -27,8 +27,8 @@ func (l *Limiter) Flush(ctx context.Context, now int64) (int, error) {
 		b.next.Store(nil)
 		// Clear the flag before reading the state: a request that lands
 		// after this read marks the bucket dirty again.
-		b.dirty.Store(false)
-		if !b.deleted.Load() {
+		b.clearFlag(flagDirty)
+		if !b.has(flagDeleted) {
 			list = append(list, b)
 			rows = append(rows, l.snapshot(b, now))
 		}
@@ -84,7 +84,7 @@ func (l *Limiter) Sweep(now int64) int {
 	for _, fullOnly := range []bool{true, false} {
 		l.buckets.Range(func(_, v any) bool {
 			b := v.(*bucket)
-			if b.managed.Load() || (fullOnly && !b.full(now)) {
+			if b.has(flagManaged) || (fullOnly && !b.full(now)) {
 				return true
 			}
 			l.remove(b)
@@ -99,6 +99,19 @@ func (l *Limiter) Sweep(now int64) int {
 	}
 	l.evictions.Add(uint64(evicted))
 	return evicted
+}
+
+// RunSweeper only sweeps when the table fills, until ctx is done. It is the
+// background loop when there is no database to persist to.
+func (l *Limiter) RunSweeper(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.sweepNeeded:
+			l.Sweep(time.Now().UnixNano())
+		}
+	}
 }
 
 // RunPersister flushes every interval and sweeps when the table fills,

@@ -8,6 +8,7 @@ package proxy
 
 import (
 	"errors"
+	"net"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -181,4 +182,30 @@ func (t *throttledLog) report(backend string, err error) {
 		return
 	}
 	t.log.Error().Err(err).Str("backend", backend).Uint64("suppressed", t.skipped.Swap(0)).Msg("forward failed")
+}
+
+// ServerErrorHandler answers requests that fasthttp could not parse, with
+// the status an operator expects from nginx: 413 for a body over
+// EQUALIZER_MAX_BODY_SIZE, 431 for a header over EQUALIZER_MAX_HEADER_SIZE,
+// 408 for a read timeout, 400 otherwise.
+func ServerErrorHandler(ctx *fasthttp.RequestCtx, err error) {
+	status, msg := ParseErrorStatus(err)
+	ctx.Error(msg+"\n", status)
+}
+
+// ParseErrorStatus maps a fasthttp request parse error to a status and a
+// short message; the admin listener uses it too.
+func ParseErrorStatus(err error) (int, string) {
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		return fasthttp.StatusRequestEntityTooLarge, "request body too large"
+	case errors.As(err, &small):
+		return fasthttp.StatusRequestHeaderFieldsTooLarge, "request header too large"
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return fasthttp.StatusRequestTimeout, "request timeout"
+	default:
+		return fasthttp.StatusBadRequest, "malformed request"
+	}
 }

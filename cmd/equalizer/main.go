@@ -144,6 +144,7 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 		ReadBufferSize:                cfg.MaxHeaderSize,
 		Concurrency:                   cfg.MaxClientConns,
 		CloseOnShutdown:               true,
+		ErrorHandler:                  proxy.ServerErrorHandler,
 		Logger:                        fasthttpLogger{log},
 	}
 	api := admin.New(admin.Config{Token: cfg.AdminToken, DefaultLimit: cfg.APIDefaultLimit, RatePerSec: cfg.RatePerSec()},
@@ -155,6 +156,7 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 		WriteTimeout:       30 * time.Second,
 		MaxRequestBodySize: 64 << 10,
 		CloseOnShutdown:    true,
+		ErrorHandler:       admin.ServerErrorHandler,
 		Logger:             fasthttpLogger{log},
 	}
 
@@ -178,6 +180,13 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 	background.Go(func() { checker.Run(healthCtx) })
 	persistDone := make(chan error, 1)
 	go func() {
+		if cfg.DatabaseURL == "" {
+			// Nothing outlives the process, so there is nothing to flush;
+			// admin writes still go through the memory store.
+			lim.RunSweeper(persistCtx)
+			persistDone <- nil
+			return
+		}
 		storeErrors := throttle(log, 10*time.Second)
 		persistDone <- lim.RunPersister(persistCtx, cfg.PersistInterval, cfg.ShutdownTimeout, storeErrors)
 	}()

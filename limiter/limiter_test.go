@@ -1,0 +1,324 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+const sec = int64(time.Second)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+
+func newTest(capacity int64, rate float64) (*Limiter, *MemoryStore) {
+	st := NewMemoryStore()
+	return New(Config{Capacity: capacity, RatePerSec: rate}, st), st
+}
+
+func TestBucketArithmetic(t *testing.T) {
+	l, _ := newTest(3, 1) // 3 tokens, one per second
+	key := []byte("c")
+	f := func(at int64, allowed bool, remaining int64) {
+		t.Helper()
+		d := l.Allow(key, at)
+		if d.Allowed != allowed || d.Remaining != remaining || d.Limit != 3 {
+			t.Fatalf("at %v: %+v, want allowed=%v remaining=%d", time.Duration(at-t0), d, allowed, remaining)
+		}
+	}
+	f(t0, true, 2)
+	f(t0, true, 1)
+	f(t0, true, 0)
+	f(t0, false, 0)
+	d := l.Allow(key, t0)
+	if d.Retry != time.Second || d.Reset != 3*time.Second {
+		t.Fatalf("denied: retry %v reset %v, want 1s and 3s", d.Retry, d.Reset)
+	}
+	f(t0+sec/2, false, 0) // half a token
+	if d := l.Allow(key, t0+sec/2); d.Retry != time.Second/2 {
+		t.Fatalf("retry after half a second: %v", d.Retry)
+	}
+	f(t0+sec, true, 0)    // one token refilled, spent
+	f(t0+10*sec, true, 2) // refill stops at capacity
+	f(t0+10*sec, true, 1)
+	// A request stamped earlier than the bucket's state gets no refill and
+	// does not move the state backwards.
+	f(t0+5*sec, false, 0)
+	f(t0+11*sec, true, 1)
+}
+
+func TestTokensAndSnapshot(t *testing.T) {
+	l, _ := newTest(10, 2)
+	for range 4 {
+		l.Allow([]byte("c"), t0)
+	}
+	b, ok := l.Get("c", t0+sec/4) // 6 left plus half a token
+	if !ok || b.WholeTokens() != 6 || b.Tokens != 6.5 || b.Capacity != 10 || b.RatePerSec != 2 || b.Managed {
+		t.Fatalf("snapshot %+v", b)
+	}
+	if _, ok := l.Get("other", t0); ok {
+		t.Fatal("unknown client has a bucket")
+	}
+}
+
+func TestExactUnderConcurrency(t *testing.T) {
+	for _, c := range []struct{ n, capacity int }{{1000, 100}, {50, 100}, {5000, 4999}} {
+		l, _ := newTest(int64(c.capacity), 0.001) // no refill within the test
+		var admitted atomic.Int64
+		var wg sync.WaitGroup
+		per := c.n / 50
+		for g := range 50 {
+			wg.Go(func() {
+				for i := range per {
+					if l.Allow([]byte("hot"), t0+int64(g*per+i)%7).Allowed {
+						admitted.Add(1)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if want := int64(min(c.n, c.capacity)); admitted.Load() != want {
+			t.Errorf("n=%d capacity=%d: admitted %d, want %d", c.n, c.capacity, admitted.Load(), want)
+		}
+	}
+}
+
+func TestDirtyTrackingAndFlush(t *testing.T) {
+	l, st := newTest(5, 1)
+	ctx := context.Background()
+	for _, k := range []string{"a", "b", "a", "c", "a"} {
+		l.Allow([]byte(k), t0)
+	}
+	if n := l.DirtyLen(); n != 3 {
+		t.Fatalf("dirty %d, want 3 (each bucket once)", n)
+	}
+	n, err := l.Flush(ctx, t0)
+	if err != nil || n != 3 {
+		t.Fatalf("flush %d %v", n, err)
+	}
+	if row, _ := st.Row("a"); row.Tokens != 2 || row.Capacity != 5 || row.Managed {
+		t.Fatalf("saved a = %+v", row)
+	}
+	if n, _ := l.Flush(ctx, t0); n != 0 {
+		t.Fatalf("second flush saved %d, want 0", n)
+	}
+	l.Allow([]byte("b"), t0)
+	if n, _ := l.Flush(ctx, t0); n != 1 {
+		t.Fatalf("flush after one change saved %d", n)
+	}
+	if row, _ := st.Row("b"); row.Tokens != 3 {
+		t.Fatalf("b = %+v", row)
+	}
+}
+
+// failingStore fails every call while down is set.
+type failingStore struct {
+	*MemoryStore
+	down atomic.Bool
+}
+
+var errDown = errors.New("store down")
+
+func (f *failingStore) Save(ctx context.Context, b []Bucket) error {
+	if f.down.Load() {
+		return errDown
+	}
+	return f.MemoryStore.Save(ctx, b)
+}
+
+func (f *failingStore) Delete(ctx context.Context, ids []string) error {
+	if f.down.Load() {
+		return errDown
+	}
+	return f.MemoryStore.Delete(ctx, ids)
+}
+
+func TestFlushKeepsDirtyWhileStoreIsDown(t *testing.T) {
+	st := &failingStore{MemoryStore: NewMemoryStore()}
+	l := New(Config{Capacity: 5, RatePerSec: 1}, st)
+	ctx := context.Background()
+	st.down.Store(true)
+	l.Allow([]byte("a"), t0)
+	l.Allow([]byte("b"), t0)
+	if _, err := l.Flush(ctx, t0); !errors.Is(err, errDown) {
+		t.Fatalf("flush: %v", err)
+	}
+	l.Allow([]byte("a"), t0)
+	if n := l.DirtyLen(); n != 2 {
+		t.Fatalf("dirty after failed flush: %d, want 2", n)
+	}
+	st.down.Store(false)
+	if n, err := l.Flush(ctx, t0); n != 2 || err != nil {
+		t.Fatalf("flush after recovery: %d %v", n, err)
+	}
+	if row, _ := st.Row("a"); row.Tokens != 3 {
+		t.Fatalf("a after outage = %+v, want 3 tokens", row)
+	}
+}
+
+func TestAdminOperations(t *testing.T) {
+	st := &failingStore{MemoryStore: NewMemoryStore()}
+	l := New(Config{Capacity: 100, RatePerSec: 100}, st)
+	ctx := context.Background()
+	row := Bucket{ClientID: "x", Capacity: 10, Tokens: 4, RatePerSec: 1, LastRefill: time.Unix(0, t0)}
+	if err := l.Create(ctx, row); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Create(ctx, row); !errors.Is(err, ErrExists) {
+		t.Fatalf("second create: %v", err)
+	}
+	if saved, ok := st.Row("x"); !ok || !saved.Managed || saved.Tokens != 4 {
+		t.Fatalf("create did not reach the store: %+v", saved)
+	}
+	if b, _ := l.Get("x", t0); b.WholeTokens() != 4 || !b.Managed {
+		t.Fatalf("memory after create: %+v", b)
+	}
+	// Capacity below the tokens cuts them.
+	if err := l.SetCapacity(ctx, "x", 2, 0, t0); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := l.Get("x", t0); b.Capacity != 2 || b.WholeTokens() != 2 || b.RatePerSec != 1 {
+		t.Fatalf("after PUT: %+v", b)
+	}
+	if err := l.SetTokens(ctx, "x", 3, t0); !errors.Is(err, ErrTokensAboveCapacity) {
+		t.Fatalf("tokens above capacity: %v", err)
+	}
+	// Exhaust, then PATCH tokens to 1: exactly one more request passes.
+	l.Allow([]byte("x"), t0)
+	l.Allow([]byte("x"), t0)
+	if l.Allow([]byte("x"), t0).Allowed {
+		t.Fatal("exhausted bucket admitted")
+	}
+	if err := l.SetTokens(ctx, "x", 1, t0); err != nil {
+		t.Fatal(err)
+	}
+	if !l.Allow([]byte("x"), t0).Allowed || l.Allow([]byte("x"), t0).Allowed {
+		t.Fatal("PATCH tokens=1 did not admit exactly one request")
+	}
+	// A failed store write changes nothing in memory.
+	st.down.Store(true)
+	if err := l.SetCapacity(ctx, "x", 50, 0, t0); !errors.Is(err, errDown) {
+		t.Fatalf("store down: %v", err)
+	}
+	if err := l.Delete(ctx, "x"); !errors.Is(err, errDown) {
+		t.Fatalf("store down: %v", err)
+	}
+	if err := l.Create(ctx, Bucket{ClientID: "y", Capacity: 1, RatePerSec: 1}); !errors.Is(err, errDown) {
+		t.Fatalf("store down: %v", err)
+	}
+	if b, ok := l.Get("x", t0); !ok || b.Capacity != 2 {
+		t.Fatalf("memory changed by a failed write: %+v", b)
+	}
+	if _, ok := l.Get("y", t0); ok {
+		t.Fatal("failed create left a bucket")
+	}
+	st.down.Store(false)
+	if err := l.Delete(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := st.Row("x"); ok {
+		t.Fatal("delete did not reach the store")
+	}
+	if err := l.Delete(ctx, "x"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+	// The client's next request gets a fresh default bucket.
+	if d := l.Allow([]byte("x"), t0); !d.Allowed || d.Limit != 100 {
+		t.Fatalf("after delete: %+v", d)
+	}
+}
+
+func TestList(t *testing.T) {
+	l, _ := newTest(5, 1)
+	for i := 99; i >= 0; i-- {
+		l.Allow(fmt.Appendf(nil, "k%03d", i), t0)
+	}
+	page := l.List(10, 5, t0)
+	if len(page) != 5 || page[0].ClientID != "k010" || page[4].ClientID != "k014" {
+		t.Fatalf("page %+v", page)
+	}
+	if got := l.List(98, 10, t0); len(got) != 2 || got[1].ClientID != "k099" {
+		t.Fatalf("last page %+v", got)
+	}
+	if got := l.List(200, 10, t0); got == nil || len(got) != 0 {
+		t.Fatalf("past the end: %#v", got)
+	}
+	if deep := l.List(5000, 1, t0); len(deep) != 0 {
+		t.Fatalf("deep page %+v", deep)
+	}
+}
+
+func TestEvictionKeepsMemoryBounded(t *testing.T) {
+	st := NewMemoryStore()
+	l := New(Config{Capacity: 2, RatePerSec: 1, MaxBuckets: 100}, st)
+	ctx := context.Background()
+	if err := l.Create(ctx, Bucket{ClientID: "admin", Capacity: 5, Tokens: 5, RatePerSec: 1, LastRefill: time.Unix(0, t0)}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 99 {
+		l.Allow(fmt.Appendf(nil, "spray-%d", i), t0)
+	}
+	if d := l.Allow([]byte("one-too-many"), t0); !d.TableFull || d.Allowed {
+		t.Fatalf("at the limit: %+v", d)
+	}
+	l.Flush(ctx, t0)
+	// Ten seconds later every automatic bucket is full again.
+	if n := l.Sweep(t0 + 10*sec); n == 0 || l.Len() >= 90 {
+		t.Fatalf("sweep evicted %d, %d buckets left", n, l.Len())
+	}
+	if _, ok := l.Get("admin", t0); !ok {
+		t.Fatal("a managed bucket was evicted")
+	}
+	if l.Evictions() == 0 || l.RefusedFull() != 1 {
+		t.Fatalf("counters: evictions %d refused %d", l.Evictions(), l.RefusedFull())
+	}
+	if d := l.Allow([]byte("newcomer"), t0+10*sec); !d.Allowed {
+		t.Fatalf("newcomer after sweep: %+v", d)
+	}
+	// Evicted buckets are deleted from the store on the next flush.
+	before := st.Len()
+	if _, err := l.Flush(ctx, t0+10*sec); err != nil {
+		t.Fatal(err)
+	}
+	if st.Len() >= before {
+		t.Fatalf("store rows %d -> %d: evictions not deleted", before, st.Len())
+	}
+	// When no bucket is full, automatic buckets are evicted anyway.
+	l2 := New(Config{Capacity: 2, RatePerSec: 1, MaxBuckets: 10}, NewMemoryStore())
+	for i := range 10 {
+		l2.Allow(fmt.Appendf(nil, "busy-%d", i), t0)
+	}
+	if n := l2.Sweep(t0); n == 0 || l2.Len() >= 9 {
+		t.Fatalf("second-pass sweep evicted %d, %d left", n, l2.Len())
+	}
+}
+
+func TestRestoreRefillsForDowntime(t *testing.T) {
+	l, _ := newTest(100, 100)
+	l.Restore(Bucket{ClientID: "r", Capacity: 10, Tokens: 2, RatePerSec: 1, LastRefill: time.Unix(0, t0), Managed: true})
+	if b, _ := l.Get("r", t0+3*sec); b.WholeTokens() != 5 || !b.Managed {
+		t.Fatalf("restored bucket 3 s later: %+v", b)
+	}
+	if b, _ := l.Get("r", t0+time.Hour.Nanoseconds()); b.WholeTokens() != 10 {
+		t.Fatalf("restored bucket an hour later: %+v", b)
+	}
+}
+
+func TestRunPersisterFinalFlush(t *testing.T) {
+	st := NewMemoryStore()
+	l := New(Config{Capacity: 5, RatePerSec: 1}, st)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- l.RunPersister(ctx, time.Hour, time.Second, func(error) {}) }()
+	l.Allow([]byte("a"), time.Now().UnixNano())
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if row, ok := st.Row("a"); !ok || row.WholeTokens() != 4 {
+		t.Fatalf("final flush: %+v %v", row, ok)
+	}
+}
