@@ -1,0 +1,91 @@
+package main
+
+import (
+	"bytes"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaults(t *testing.T) {
+	c, err := LoadConfig(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != ":8080" || c.AdminListen != "127.0.0.1:8090" || len(c.Backends) != 3 || c.Strategy != "round_robin" ||
+		c.HealthInterval != 5*time.Second || c.BucketCapacity != 100 || c.RatePerSec() != 100 || c.ClientKey != "ip" ||
+		c.PersistInterval != time.Second || c.APIDefaultLimit != 10 || c.ShutdownTimeout != 10*time.Second ||
+		c.BackendTimeout != 30*time.Second || c.DatabaseConnectTimeout != 30*time.Second || c.LogFormat != "json" {
+		t.Fatalf("defaults %+v", c)
+	}
+}
+
+func TestBadValuesNameTheVariable(t *testing.T) {
+	f := func(name, value string) {
+		t.Helper()
+		_, err := LoadConfig(map[string]string{name: value})
+		if err == nil {
+			t.Fatalf("%s=%q accepted", name, value)
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, name) || !strings.Contains(msg, value) || strings.Contains(msg, "\n") {
+			t.Fatalf("%s=%q: error %q must be one line naming the variable and the value", name, value, msg)
+		}
+	}
+	f("EQUALIZER_STRATEGY", "fastest")
+	f("EQUALIZER_BACKENDS", "localhost:8081")
+	f("EQUALIZER_BACKENDS", "https://a:1")
+	f("EQUALIZER_BACKENDS", "http://a:1,ftp://b")
+	f("EQUALIZER_BACKENDS", " ")
+	f("EQUALIZER_BUCKET_CAPACITY", "0")
+	f("EQUALIZER_BUCKET_CAPACITY", "-5")
+	f("EQUALIZER_BUCKET_CAPACITY", "lots")
+	f("EQUALIZER_BUCKET_REFILL_AMOUNT", "0")
+	f("EQUALIZER_BUCKET_REFILL_INTERVAL", "soon")
+	f("EQUALIZER_BUCKET_REFILL_INTERVAL", "-1s")
+	f("EQUALIZER_HEALTH_INTERVAL", "5")
+	f("EQUALIZER_HEALTH_TIMEOUT", "0s")
+	f("EQUALIZER_BACKEND_TIMEOUT", "1 minute")
+	f("EQUALIZER_SHUTDOWN_TIMEOUT", "x")
+	f("EQUALIZER_PERSIST_INTERVAL", "0")
+	f("EQUALIZER_CLIENT_KEY", "cookie")
+	f("EQUALIZER_CLIENT_KEY", "header:")
+	f("EQUALIZER_TRUSTED_PROXIES", "10.0.0.0/40")
+	f("EQUALIZER_API_DEFAULT_LIMIT", "0")
+	f("EQUALIZER_API_DEFAULT_LIMIT", "5000")
+	f("EQUALIZER_MAX_BUCKETS", "0")
+	f("EQUALIZER_MAX_BODY_SIZE", "-1")
+	f("EQUALIZER_MAX_CONNS_PER_BACKEND", "0")
+	f("EQUALIZER_HEALTH_PATH", "health")
+	f("EQUALIZER_LOG_LEVEL", "loud")
+	f("EQUALIZER_LOG_FORMAT", "xml")
+	f("EQUALIZER_RATELIMIT_HEADERS", "maybe")
+}
+
+func TestHelpListsEveryVariable(t *testing.T) {
+	var buf bytes.Buffer
+	printUsage(&buf)
+	out := buf.String()
+	for _, name := range []string{"EQUALIZER_LISTEN", "EQUALIZER_BACKENDS", "EQUALIZER_DATABASE_URL", "EQUALIZER_MAX_BUCKETS", "EQUALIZER_LOG_FORMAT"} {
+		if !strings.Contains(out, name) {
+			t.Errorf("-h does not list %s", name)
+		}
+	}
+	if !strings.Contains(out, "default 127.0.0.1:8090") {
+		t.Errorf("-h does not show defaults")
+	}
+}
+
+func TestBinaryRefusesBadConfigWithOneLine(t *testing.T) {
+	cmd := exec.Command(binary(t))
+	cmd.Env = []string{"EQUALIZER_STRATEGY=fastest"}
+	out, err := cmd.CombinedOutput()
+	if exit, ok := err.(*exec.ExitError); !ok || exit.ExitCode() == 0 {
+		t.Fatalf("exit: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], `EQUALIZER_STRATEGY="fastest"`) {
+		t.Fatalf("output %q", out)
+	}
+}
