@@ -278,3 +278,22 @@ func TestSIGTERMLetsInFlightRequestFinish(t *testing.T) {
 		t.Fatalf("exit code %d", code)
 	}
 }
+
+// newCmd prepares the binary with exactly env (and PATH).
+func newCmd(t *testing.T, env map[string]string) *exec.Cmd {
+	cmd := exec.Command(binary(t))
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	return cmd
+}
+
+func containsAll(s string, parts ...string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
+}
