@@ -54,6 +54,8 @@ type Config struct {
 	MaxHeaderSize      int           `env:"EQUALIZER_MAX_HEADER_SIZE" envDefault:"8192" help:"largest request header in bytes; a larger one gets 431"`
 	MaxClientConns     int           `env:"EQUALIZER_MAX_CLIENT_CONNS" envDefault:"262144" help:"most concurrent client connections"`
 
+	DemoHost string `env:"EQUALIZER_DEMO_HOST" envDefault:"127.0.0.1" help:"address the -demo backends listen on (ports 8081-8083)"`
+
 	LogLevel  string `env:"EQUALIZER_LOG_LEVEL" envDefault:"info" help:"trace, debug, info, warn or error"`
 	LogFormat string `env:"EQUALIZER_LOG_FORMAT" envDefault:"json" help:"json or console"`
 }

@@ -8,19 +8,20 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// demoAddrs are the default EQUALIZER_BACKENDS.
-var demoAddrs = []string{"127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"}
+// demoPorts are the ports of the default EQUALIZER_BACKENDS.
+var demoPorts = []string{"8081", "8082", "8083"}
 
 // startDemoBackends serves three tiny backends that answer with their own
 // name, so `curl localhost:8080/` shows the round robin at once.
-func startDemoBackends(log zerolog.Logger) (stop func(), err error) {
+func startDemoBackends(host string, log zerolog.Logger) (stop func(), err error) {
 	var servers []*fasthttp.Server
 	stop = func() {
 		for _, s := range servers {
 			_ = s.Shutdown()
 		}
 	}
-	for i, addr := range demoAddrs {
+	for i, port := range demoPorts {
+		addr := net.JoinHostPort(host, port)
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			stop()

@@ -82,7 +82,7 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 	defer signal.Stop(signals)
 
 	if demo {
-		stopDemo, err := startDemoBackends(log)
+		stopDemo, err := startDemoBackends(cfg.DemoHost, log)
 		if err != nil {
 			return err
 		}
