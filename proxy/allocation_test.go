@@ -18,4 +18,3 @@ func TestForwardAllocatesNothing(t *testing.T) {
 		}
 	}
 }
-
