@@ -29,6 +29,7 @@ type Config struct {
 	HealthFall     int           `env:"EQUALIZER_HEALTH_FALL" envDefault:"1" help:"failed probes in a row that take a backend out"`
 	HealthRise     int           `env:"EQUALIZER_HEALTH_RISE" envDefault:"1" help:"good probes in a row that bring a backend back"`
 
+	RateLimit            bool          `env:"EQUALIZER_RATE_LIMIT" envDefault:"true" help:"false forwards without charging buckets (for comparisons)"`
 	BucketCapacity       int64         `env:"EQUALIZER_BUCKET_CAPACITY" envDefault:"100" help:"capacity of a bucket created for an unknown client"`
 	BucketRefillAmount   int64         `env:"EQUALIZER_BUCKET_REFILL_AMOUNT" envDefault:"100" help:"tokens added per refill interval (continuous)"`
 	BucketRefillInterval time.Duration `env:"EQUALIZER_BUCKET_REFILL_INTERVAL" envDefault:"1s" help:"refill interval"`

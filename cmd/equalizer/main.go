@@ -127,8 +127,13 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 	}
 
 	key, _ := proxy.ParseClientKey(cfg.ClientKey, cfg.TrustedProxies)
+	charged := lim
+	if !cfg.RateLimit {
+		charged = nil
+		log.Warn().Msg("EQUALIZER_RATE_LIMIT=false: requests are forwarded without rate limiting")
+	}
 	px := proxy.New(proxy.Config{BackendTimeout: cfg.BackendTimeout, RateLimitHeaders: cfg.RateLimitHeaders},
-		backendPool, lim, key, log)
+		backendPool, charged, key, log)
 	proxyServer := &fasthttp.Server{
 		Handler:                       px.ServeHTTP,
 		Name:                          "",

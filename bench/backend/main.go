@@ -1,0 +1,37 @@
+// Command backend is the benchmark's upstream: a minimal fasthttp server
+// that answers every request with a short fixed body on each address given.
+//
+//	go run ./bench/backend 127.0.0.1:9101 127.0.0.1:9102 127.0.0.1:9103
+package main
+
+import (
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/valyala/fasthttp"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		log.Fatal("usage: backend ADDR...")
+	}
+	body := []byte("hello from the backend\n")
+	handler := func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("text/plain")
+		ctx.SetBody(body)
+	}
+	for _, addr := range os.Args[1:] {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			log.Fatal(err)
+		}
+		s := &fasthttp.Server{Handler: handler, Name: "bench-backend"}
+		go func() { log.Fatal(s.Serve(ln)) }()
+	}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	<-stop
+}

@@ -1,0 +1,95 @@
+// Package bench holds the end-to-end benchmarks that span packages and the
+// wrk suite (run.sh) that compares gopher-equalizer with nginx, HAProxy and
+// Caddy. The benchmarks here run a real client, proxy and backend over
+// fasthttputil in-memory listeners:
+//
+//	go test -run X -bench . -benchmem ./bench
+package bench
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttputil"
+
+	"gopher-equalizer/admin"
+	"gopher-equalizer/limiter"
+	"gopher-equalizer/pool"
+	"gopher-equalizer/proxy"
+)
+
+// serve runs handler on a new in-memory listener until the benchmark ends.
+func serve(b *testing.B, handler fasthttp.RequestHandler) *fasthttputil.InmemoryListener {
+	ln := fasthttputil.NewInmemoryListener()
+	s := &fasthttp.Server{Handler: handler, NoDefaultServerHeader: true, DisableHeaderNamesNormalizing: true}
+	go s.Serve(ln) //nolint:errcheck
+	b.Cleanup(func() { _ = s.Shutdown() })
+	return ln
+}
+
+// setup returns a client for a proxy in front of one in-memory backend.
+func setup(b *testing.B, lim *limiter.Limiter) *fasthttp.HostClient {
+	body := []byte("hello from the backend\n")
+	backendLn := serve(b, func(ctx *fasthttp.RequestCtx) { ctx.SetBody(body) })
+	be, err := pool.NewBackend("http://backend.test:80", pool.ClientOptions{MaxConns: 1024})
+	if err != nil {
+		b.Fatal(err)
+	}
+	be.Client.Dial = func(string) (net.Conn, error) { return backendLn.Dial() }
+	p := pool.New([]*pool.Backend{be}, &pool.RoundRobin{})
+	key, _ := proxy.ParseClientKey("ip", nil)
+	px := proxy.New(proxy.Config{BackendTimeout: 5 * time.Second}, p, lim, key, zerolog.Nop())
+	proxyLn := serve(b, px.ServeHTTP)
+	return &fasthttp.HostClient{Addr: "proxy.test", Dial: func(string) (net.Conn, error) { return proxyLn.Dial() }, MaxConns: 1024}
+}
+
+func run(b *testing.B, c *fasthttp.HostClient, path string, want int) {
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		req := fasthttp.AcquireRequest()
+		resp := fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.SetRequestURI("http://proxy.test" + path)
+		for pb.Next() {
+			if err := c.Do(req, resp); err != nil {
+				b.Fatal(err)
+			}
+			if resp.StatusCode() != want {
+				b.Fatalf("status %d, want %d", resp.StatusCode(), want)
+			}
+		}
+	})
+}
+
+func BenchmarkForward(b *testing.B) {
+	b.Run("NoLimiter", func(b *testing.B) { run(b, setup(b, nil), "/", 200) })
+	b.Run("Limiter", func(b *testing.B) {
+		lim := limiter.New(limiter.Config{Capacity: 1 << 40, RatePerSec: 1e9}, limiter.NewMemoryStore())
+		run(b, setup(b, lim), "/", 200)
+	})
+	b.Run("Limited429", func(b *testing.B) {
+		lim := limiter.New(limiter.Config{Capacity: 1, RatePerSec: 0.001}, limiter.NewMemoryStore())
+		c := setup(b, lim)
+		code, _, _ := c.Get(nil, "http://proxy.test/") // spend the only token
+		if code != 200 {
+			b.Fatal(code)
+		}
+		run(b, c, "/", 429)
+	})
+}
+
+func BenchmarkAdminGet(b *testing.B) {
+	lim := limiter.New(limiter.Config{Capacity: 100, RatePerSec: 100}, limiter.NewMemoryStore())
+	lim.Allow([]byte("10.0.0.1"), time.Now().UnixNano())
+	be, _ := pool.NewBackend("http://backend.test:80", pool.ClientOptions{})
+	p := pool.New([]*pool.Backend{be}, &pool.RoundRobin{})
+	api := admin.New(admin.Config{DefaultLimit: 10, RatePerSec: 100}, lim, p, metrics.NewSet(), zerolog.Nop())
+	ln := serve(b, api.Handler())
+	c := &fasthttp.HostClient{Addr: "admin.test", Dial: func(string) (net.Conn, error) { return ln.Dial() }}
+	run(b, c, "/buckets/10.0.0.1", 200)
+}

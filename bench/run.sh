@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# The wrk suite: gopher-equalizer next to nginx, HAProxy and Caddy, on the
+# same three backends, on this machine, in one run. Traffic goes to
+# 127.0.0.1 only; every process started here is stopped by PID on exit,
+# including on Ctrl-C.
+#
+#   bench/run.sh                      # full run: 3 rounds x {64,256} connections x 10 s
+#   ROUNDS=1 DURATION=3 bench/run.sh  # a quick look
+#
+# Output: a Markdown table on stdout and in bench/out/results.md, raw wrk
+# output in bench/out/, a chart in bench/out/chart.svg.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-"64 256"}
+WRK_THREADS=${WRK_THREADS:-2}
+OUT=${OUT:-$ROOT/bench/out}
+WORK=$(mktemp -d /tmp/equalizer-bench.XXXXXX)
+chmod 755 "$WORK"
+mkdir -p "$OUT"
+rm -f "$OUT"/*.txt "$OUT"/results.tsv
+
+PIDS=()
+PGDATA=""
+PGBIN=""
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "$PGDATA" ]; then runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" stop -m immediate >/dev/null 2>&1 || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+need() {
+  local missing=()
+  for tool in wrk nginx haproxy caddy; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} from Debian packages" >&2
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+need
+
+echo "building" >&2
+go build -o "$WORK/equalizer" ./cmd/equalizer
+go build -o "$WORK/backend" ./bench/backend
+go build -o "$WORK/report" ./bench/report
+
+# start NAME CMD... runs a process in the background and records its PID.
+start() {
+  local name=$1; shift
+  "$@" >"$WORK/$name.log" 2>&1 &
+  PIDS+=($!)
+}
+
+wait_http() { # wait until http://$1/ answers at all
+  for _ in $(seq 1 200); do
+    if curl -s -o /dev/null -m 1 "http://$1/" -H 'X-Client: warmup'; then return 0; fi
+    sleep 0.05
+  done
+  echo "$1 did not come up; the logs:" >&2
+  tail -n 5 "$WORK"/*.log >&2
+  exit 1
+}
+
+B1=127.0.0.1:9101 B2=127.0.0.1:9102 B3=127.0.0.1:9103
+start backend "$WORK/backend" $B1 $B2 $B3
+wait_http $B1
+
+BACKENDS="http://$B1,http://$B2,http://$B3"
+eq() { # eq NAME PORT [VAR=VALUE...]: gopher-equalizer with logging at warn
+  local name=$1 port=$2; shift 2
+  start "$name" env -i PATH="$PATH" EQUALIZER_LISTEN=127.0.0.1:$port EQUALIZER_ADMIN_LISTEN=127.0.0.1:$((port + 1000)) \
+    EQUALIZER_BACKENDS="$BACKENDS" EQUALIZER_LOG_LEVEL=warn \
+    EQUALIZER_BUCKET_CAPACITY=1000000000 EQUALIZER_BUCKET_REFILL_AMOUNT=1000000000 "$@" "$WORK/equalizer"
+}
+
+# A throwaway PostgreSQL for the persistence run, as the tests make one.
+PGBIN=$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+PGDATA=$WORK/pg
+PGPORT=9400
+mkdir -p "$PGDATA" && chown postgres "$WORK" "$PGDATA"
+runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA" -U postgres -A trust --no-sync >/dev/null
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -w -l "$WORK/pg.log" \
+  -o "-p $PGPORT -k $WORK -c listen_addresses=127.0.0.1" start >/dev/null
+
+eq equalizer 9201
+eq equalizer-nolimit 9202 EQUALIZER_RATE_LIMIT=false
+eq equalizer-pg 9203 EQUALIZER_DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres?sslmode=disable"
+eq equalizer-header 9204 EQUALIZER_CLIENT_KEY=header:X-Client
+start equalizer-429 env -i PATH="$PATH" EQUALIZER_LISTEN=127.0.0.1:9205 EQUALIZER_ADMIN_LISTEN=127.0.0.1:10205 \
+  EQUALIZER_BACKENDS="$BACKENDS" EQUALIZER_LOG_LEVEL=warn \
+  EQUALIZER_BUCKET_CAPACITY=1 EQUALIZER_BUCKET_REFILL_AMOUNT=1 EQUALIZER_BUCKET_REFILL_INTERVAL=24h "$WORK/equalizer"
+
+for workers in 1 2; do
+  cat >"$WORK/nginx$workers.conf" <<CONF
+worker_processes $workers;
+pid $WORK/nginx$workers.pid;
+error_log stderr crit;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx-body;
+  proxy_temp_path $WORK/nginx-proxy;
+  fastcgi_temp_path $WORK/nginx-fcgi;
+  uwsgi_temp_path $WORK/nginx-uwsgi;
+  scgi_temp_path $WORK/nginx-scgi;
+  upstream backends { server $B1; server $B2; server $B3; keepalive 512; }
+  server {
+    listen 127.0.0.1:930$workers;
+    location / {
+      proxy_pass http://backends;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+CONF
+  start "nginx-$workers" nginx -c "$WORK/nginx$workers.conf" -g 'daemon off;' -e stderr
+
+  cat >"$WORK/haproxy$workers.cfg" <<CONF
+global
+  nbthread $workers
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:931$workers
+  default_backend be
+backend be
+  balance roundrobin
+  server b1 $B1
+  server b2 $B2
+  server b3 $B3
+CONF
+  start "haproxy-$workers" haproxy -db -f "$WORK/haproxy$workers.cfg"
+done
+
+cat >"$WORK/Caddyfile" <<CONF
+{
+  admin off
+  auto_https off
+}
+http://127.0.0.1:9320 {
+  reverse_proxy $B1 $B2 $B3 {
+    lb_policy round_robin
+  }
+}
+CONF
+start caddy env HOME="$WORK" XDG_DATA_HOME="$WORK" XDG_CONFIG_HOME="$WORK" caddy run --config "$WORK/Caddyfile" --adapter caddyfile
+
+cat >"$WORK/single.lua" <<'LUA'
+wrk.headers["X-Client"] = "one-client"
+LUA
+cat >"$WORK/many.lua" <<'LUA'
+-- Spread requests over 100,000 client keys.
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, { ["X-Client"] = "client-" .. ((n * 7919) % 100000) })
+end
+LUA
+
+# name address [lua script]
+TARGETS=(
+  "direct-backend $B1"
+  "gopher-equalizer 127.0.0.1:9201"
+  "gopher-equalizer-limiter-off 127.0.0.1:9202"
+  "gopher-equalizer-postgres 127.0.0.1:9203"
+  "nginx-1-worker 127.0.0.1:9301"
+  "nginx-2-workers 127.0.0.1:9302"
+  "haproxy-nbthread-1 127.0.0.1:9311"
+  "haproxy-nbthread-2 127.0.0.1:9312"
+  "caddy 127.0.0.1:9320"
+  "gopher-equalizer-429 127.0.0.1:9205"
+  "gopher-equalizer-one-client-header 127.0.0.1:9204 single.lua"
+  "gopher-equalizer-100k-clients 127.0.0.1:9204 many.lua"
+)
+for t in "${TARGETS[@]}"; do set -- $t; wait_http "$2"; done
+curl -s -o /dev/null 127.0.0.1:9205/ # spend the only token of the 429 run
+
+echo "running: $ROUNDS rounds x connections {$CONNS} x ${DURATION}s, targets interleaved" >&2
+for round in $(seq 1 "$ROUNDS"); do
+  for c in $CONNS; do
+    for t in "${TARGETS[@]}"; do
+      set -- $t
+      name=$1 addr=$2 script=${3:-}
+      args=(-t"$WRK_THREADS" -c"$c" -d"${DURATION}s" --timeout 5s --latency)
+      [ -n "$script" ] && args+=(-s "$WORK/$script")
+      file="$OUT/$name-c$c-r$round.txt"
+      timeout $((DURATION + 30)) wrk "${args[@]}" "http://$addr/" >"$file" 2>&1 || true
+      printf '%s\t%s\t%s\t%s\n' "$name" "$c" "$round" "$file" >>"$OUT/results.tsv"
+      printf '  round %s c=%s %-36s %s req/s\n' "$round" "$c" "$name" "$(awk '/Requests\/sec/ {print $2}' "$file")" >&2
+    done
+  done
+done
+
+{
+  echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $(go version | cut -d' ' -f3)"
+  echo "Command: ROUNDS=$ROUNDS DURATION=$DURATION CONNS=\"$CONNS\" WRK_THREADS=$WRK_THREADS bench/run.sh"
+  echo
+  "$WORK/report" -svg "$OUT/chart.svg" "$OUT/results.tsv"
+} | tee "$OUT/results.md"
