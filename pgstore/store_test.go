@@ -238,4 +238,3 @@ func BenchmarkLoad1M(b *testing.B) {
 		}
 	}
 }
-
