@@ -17,6 +17,7 @@ import (
 	"github.com/goccy/go-json"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/pprofhandler"
 
 	"gopher-equalizer/limiter"
 	"gopher-equalizer/pool"
@@ -58,6 +59,9 @@ func (a *API) Handler() fasthttp.RequestHandler {
 	r.GET("/healthz", func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok\n") })
 	r.GET("/readyz", a.auth(a.readyz))
 	r.GET("/metrics", a.auth(a.metricsPage))
+	// Profiles for operators chasing CPU or memory; behind the token like
+	// the rest of the admin API.
+	r.GET("/debug/pprof/{profile:*}", a.auth(pprofhandler.PprofHandler))
 	r.POST("/buckets", a.auth(a.create))
 	r.GET("/buckets", a.auth(a.list))
 	r.GET("/buckets/{id:*}", a.auth(a.get))

@@ -63,11 +63,14 @@ func NewBackend(rawURL string, opt ClientOptions) (*Backend, error) {
 		Dial: func(addr string) (net.Conn, error) {
 			return dialer.DialTimeout(addr, dialTimeout)
 		},
-		MaxConns:                      opt.MaxConns,
-		MaxIdleConnDuration:           opt.MaxIdleConnTime,
-		ReadBufferSize:                opt.ReadBufferSize,
-		MaxResponseBodySize:           opt.MaxResponseBody,
-		MaxConnWaitTimeout:            opt.MaxConnWait,
+		MaxConns:            opt.MaxConns,
+		MaxIdleConnDuration: opt.MaxIdleConnTime,
+		ReadBufferSize:      opt.ReadBufferSize,
+		MaxResponseBodySize: opt.MaxResponseBody,
+		MaxConnWaitTimeout:  opt.MaxConnWait,
+		// LIFO reuses the most recently used connections, which are hot in
+		// the caches and least likely to have been closed by the backend.
+		ConnPoolStrategy:              fasthttp.LIFO,
 		NoDefaultUserAgentHeader:      true,
 		DisableHeaderNamesNormalizing: true,
 		DisablePathNormalizing:        true,
