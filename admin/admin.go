@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -40,7 +41,13 @@ type API struct {
 	metrics *metrics.Set
 	log     zerolog.Logger
 	now     func() time.Time
+
+	draining atomic.Bool
 }
+
+// SetDraining makes /readyz answer 503 from now on, so that load balancers
+// stop sending traffic while the proxy drains on shutdown.
+func (a *API) SetDraining() { a.draining.Store(true) }
 
 // New wires the admin API. set is where /metrics reads from; the caller
 // registers the proxy's and the pool's metrics in it.
@@ -96,6 +103,10 @@ func (a *API) auth(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 }
 
 func (a *API) readyz(ctx *fasthttp.RequestCtx) {
+	if a.draining.Load() {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, "shutting down")
+		return
+	}
 	if len(a.pool.Healthy()) == 0 {
 		writeError(ctx, fasthttp.StatusServiceUnavailable, "no healthy backend")
 		return

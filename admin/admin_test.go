@@ -56,6 +56,7 @@ type env struct {
 	lim   *limiter.Limiter
 	store *downStore
 	pool  *pool.Pool
+	api   *API
 	token string
 }
 
@@ -74,7 +75,7 @@ func start(t *testing.T, token string) *env {
 	s := &fasthttp.Server{Handler: api.Handler(), MaxRequestBodySize: 64 << 10, ErrorHandler: ServerErrorHandler}
 	go s.Serve(ln) //nolint:errcheck
 	t.Cleanup(func() { _ = s.Shutdown() })
-	return &env{base: "http://" + ln.Addr().String(), lim: lim, store: st, pool: p, token: token}
+	return &env{base: "http://" + ln.Addr().String(), lim: lim, store: st, pool: p, api: api, token: token}
 }
 
 type reply struct {
@@ -414,4 +415,12 @@ func TestReadyzAndMetrics(t *testing.T) {
 		t.Errorf("metrics Content-Type %q", r.header.Get("Content-Type"))
 	}
 	e.do(t, "GET", "/nope", "").expect(t, 404, "route")
+}
+
+func TestReadyzDuringShutdown(t *testing.T) {
+	e := start(t, "")
+	e.do(t, "GET", "/readyz", "").expect(t, 200, "")
+	e.api.SetDraining()
+	e.do(t, "GET", "/readyz", "").expect(t, 503, "shutting down")
+	e.do(t, "GET", "/healthz", "").expect(t, 200, "")
 }

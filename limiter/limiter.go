@@ -221,12 +221,15 @@ func (l *Limiter) List(offset, limit int, now int64) []Bucket {
 
 // Restore puts a bucket loaded from the store into memory, replacing any
 // bucket with the same ID. It is for start-up, before traffic.
-func (l *Limiter) Restore(row Bucket) {
-	b := l.newBucket(row)
-	if old, loaded := l.buckets.Swap(b.key, b); !loaded {
-		l.count.Add(1)
-	} else {
+func (l *Limiter) Restore(row Bucket) { l.put(l.newBucket(row)) }
+
+// put stores b, replacing a bucket with the same key; the replaced one is
+// flagged so that a Flush already holding it skips it.
+func (l *Limiter) put(b *bucket) {
+	if old, loaded := l.buckets.Swap(b.key, b); loaded {
 		old.(*bucket).setFlag(flagDeleted)
+	} else {
+		l.count.Add(1)
 	}
 }
 
@@ -255,8 +258,9 @@ func (l *Limiter) Create(ctx context.Context, row Bucket) error {
 	if err := l.store.Save(ctx, []Bucket{row}); err != nil {
 		return err
 	}
-	l.buckets.Store(row.ClientID, l.newBucket(row))
-	l.count.Add(1)
+	// A request of this client may have created a default bucket since the
+	// check above: the admin's bucket replaces it.
+	l.put(l.newBucket(row))
 	return nil
 }
 

@@ -231,6 +231,41 @@ func TestAdminOperations(t *testing.T) {
 	}
 }
 
+func TestCreateReplacesABucketMadeByARequest(t *testing.T) {
+	l, st := newTest(100, 100)
+	ctx := context.Background()
+	// The admin write is checked, then a request creates a default bucket,
+	// then the write lands: the store plays the request in between.
+	racing := &racingStore{MemoryStore: st, during: func() { l.Allow([]byte("z"), t0) }}
+	l.store = racing
+	if err := l.Create(ctx, Bucket{ClientID: "z", Capacity: 3, Tokens: 3, RatePerSec: 1, LastRefill: time.Unix(0, t0)}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := l.Get("z", t0); b.Capacity != 3 || !b.Managed || l.Len() != 1 {
+		t.Fatalf("bucket %+v, %d buckets", b, l.Len())
+	}
+	l.store = st
+	if _, err := l.Flush(ctx, t0); err != nil {
+		t.Fatal(err)
+	}
+	if row, _ := st.Row("z"); row.Capacity != 3 || !row.Managed {
+		t.Fatalf("a flush of the replaced default bucket overwrote the admin row: %+v", row)
+	}
+}
+
+type racingStore struct {
+	*MemoryStore
+	during func()
+}
+
+func (r *racingStore) Save(ctx context.Context, b []Bucket) error {
+	if r.during != nil {
+		r.during()
+		r.during = nil
+	}
+	return r.MemoryStore.Save(ctx, b)
+}
+
 func TestList(t *testing.T) {
 	l, _ := newTest(5, 1)
 	for i := 99; i >= 0; i-- {

@@ -212,7 +212,8 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 		log.Error().Err(runErr).Msg("listener failed")
 	}
 
-	// 1. Stop accepting and let in-flight requests finish.
+	// 1. Tell load balancers, stop accepting, let in-flight requests finish.
+	api.SetDraining()
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	if err := proxyServer.ShutdownWithContext(drainCtx); err != nil {
 		log.Warn().Err(err).Msg("drain timed out: open connections were closed")
