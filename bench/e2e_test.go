@@ -66,7 +66,7 @@ func run(b *testing.B, c *fasthttp.HostClient, path string, want int) {
 	})
 }
 
-func BenchmarkForward(b *testing.B) {
+func BenchmarkProxyEndToEnd(b *testing.B) {
 	b.Run("NoLimiter", func(b *testing.B) { run(b, setup(b, nil), "/", 200) })
 	b.Run("Limiter", func(b *testing.B) {
 		lim := limiter.New(limiter.Config{Capacity: 1 << 40, RatePerSec: 1e9}, limiter.NewMemoryStore())

@@ -53,3 +53,21 @@ func TestTableFullRefusesNewClientsWith503(t *testing.T) {
 		t.Fatalf("second client: %d %q", resp.StatusCode, body)
 	}
 }
+
+func TestRateLimitHeadersOnForwardedResponses(t *testing.T) {
+	url, got := startBackend(t, nil)
+	lim := limiter.New(limiter.Config{Capacity: 10, RatePerSec: 0.1}, limiter.NewMemoryStore())
+	h := startProxy(t, options{lim: lim, headers: true}, url)
+	resp, _ := raw(t, h.addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	recv(t, got)
+	if resp.StatusCode != 200 || resp.Header.Get("RateLimit-Limit") != "10" || resp.Header.Get("RateLimit-Remaining") != "9" ||
+		resp.Header.Get("RateLimit-Reset") != "10" {
+		t.Fatalf("forwarded response: %d %v", resp.StatusCode, resp.Header)
+	}
+	h = startProxy(t, options{lim: lim}, url)
+	resp, _ = raw(t, h.addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	recv(t, got)
+	if resp.Header.Get("RateLimit-Limit") != "" {
+		t.Fatalf("RateLimit headers without the setting: %v", resp.Header)
+	}
+}

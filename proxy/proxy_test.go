@@ -63,6 +63,7 @@ type options struct {
 	lim      *limiter.Limiter
 	key      string
 	trusted  []string
+	headers  bool // RateLimitHeaders
 }
 
 // startProxy serves a proxy over backends on 127.0.0.1.
@@ -98,7 +99,7 @@ func startProxyT(t testing.TB, opt options, backends ...string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	px := New(Config{BackendTimeout: opt.timeout}, p, opt.lim, key, zerolog.Nop())
+	px := New(Config{BackendTimeout: opt.timeout, RateLimitHeaders: opt.headers}, p, opt.lim, key, zerolog.Nop())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
