@@ -82,8 +82,7 @@ func (l *Limiter) Sweep(now int64) int {
 	defer l.mu.Unlock()
 	evicted := 0
 	for _, fullOnly := range []bool{true, false} {
-		l.buckets.Range(func(_, v any) bool {
-			b := v.(*bucket)
+		l.buckets.Range(func(_ string, b *bucket) bool {
 			if b.has(flagManaged) || (fullOnly && !b.full(now)) {
 				return true
 			}
