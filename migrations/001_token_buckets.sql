@@ -28,6 +28,11 @@ BEGIN
 END;
 $$;
 
+-- The persister sets updated_at itself in its batched upserts; the WHEN
+-- clause, evaluated without calling PL/pgSQL, skips the function for those
+-- rows, and any other writer that leaves updated_at alone gets it stamped.
 CREATE TRIGGER token_buckets_stamp_updated_at
     BEFORE UPDATE ON token_buckets
-    FOR EACH ROW EXECUTE FUNCTION token_buckets_stamp_updated_at();
+    FOR EACH ROW
+    WHEN (NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at)
+    EXECUTE FUNCTION token_buckets_stamp_updated_at();

@@ -99,7 +99,8 @@ ON CONFLICT (client_id) DO UPDATE SET
     tokens = EXCLUDED.tokens,
     rate_per_sec = EXCLUDED.rate_per_sec,
     last_refill = EXCLUDED.last_refill,
-    managed = EXCLUDED.managed`
+    managed = EXCLUDED.managed,
+    updated_at = now()`
 
 // Save implements limiter.Store: an upsert of whole rows, one statement per
 // batchSize rows, all in one transaction.

@@ -128,7 +128,16 @@ func TestSaveLoadAndTrigger(t *testing.T) {
 		t.Fatalf("upserted row: %d %v %v %v", capacity, tokens, managed, err)
 	}
 	if !updated.After(first) {
-		t.Errorf("trigger did not stamp updated_at: %v then %v", first, updated)
+		t.Errorf("the upsert did not move updated_at: %v then %v", first, updated)
+	}
+	// Any other writer gets updated_at stamped by the trigger.
+	if _, err := s.pool.Exec(ctx, "UPDATE token_buckets SET tokens = 7 WHERE client_id = 'c000001'"); err != nil {
+		t.Fatal(err)
+	}
+	var stamped time.Time
+	s.pool.QueryRow(ctx, "SELECT updated_at FROM token_buckets WHERE client_id = 'c000001'").Scan(&stamped) //nolint:errcheck
+	if !stamped.After(updated) {
+		t.Errorf("trigger did not stamp updated_at on a plain UPDATE: %v then %v", updated, stamped)
 	}
 
 	lim := limiter.New(limiter.Config{Capacity: 100, RatePerSec: 100}, s)

@@ -226,8 +226,8 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 	if err := <-persistDone; err != nil {
 		log.Error().Err(err).Msg("final flush failed: spending since the last flush is lost")
 		runErr = errors.Join(runErr, err)
-	} else {
-		log.Info().Msg("buckets flushed")
+	} else if cfg.DatabaseURL != "" {
+		log.Info().Msg("buckets flushed to PostgreSQL")
 	}
 	// 4. The admin API stays up until here so /readyz and /metrics answer
 	// during the drain.
