@@ -63,6 +63,10 @@ type Config struct {
 	// default bucket); a new client that finds the table still full is
 	// refused with Decision.TableFull until eviction makes room.
 	MaxBuckets int
+	// Persist records which buckets changed and which were evicted, for
+	// Flush. Set it when RunPersister runs; without a persister the records
+	// would only grow, and would keep evicted buckets reachable.
+	Persist bool
 }
 
 // Limiter is safe for concurrent use.
@@ -110,7 +114,7 @@ func (l *Limiter) Allow(key []byte, now int64) Decision {
 		}
 	}
 	d := b.take(now)
-	if d.Allowed {
+	if d.Allowed && l.cfg.Persist {
 		l.markDirty(b)
 	}
 	return d

@@ -27,7 +27,7 @@ func keys(n int) [][]byte {
 
 func BenchmarkAllow(b *testing.B) {
 	b.Run("ExistingKey", func(b *testing.B) {
-		l := New(Config{Capacity: 1 << 40, RatePerSec: 1e9}, NewMemoryStore())
+		l := New(Config{Capacity: 1 << 40, RatePerSec: 1e9, Persist: true}, NewMemoryStore())
 		key := []byte("203.0.113.9")
 		now := time.Now().UnixNano()
 		l.Allow(key, now)
@@ -37,7 +37,7 @@ func BenchmarkAllow(b *testing.B) {
 		}
 	})
 	b.Run("ParallelHotKey", func(b *testing.B) {
-		l := New(Config{Capacity: 1 << 40, RatePerSec: 1e9}, NewMemoryStore())
+		l := New(Config{Capacity: 1 << 40, RatePerSec: 1e9, Persist: true}, NewMemoryStore())
 		key := []byte("203.0.113.9")
 		now := time.Now().UnixNano()
 		l.Allow(key, now)
@@ -51,7 +51,7 @@ func BenchmarkAllow(b *testing.B) {
 		})
 	})
 	b.Run("ParallelManyKeys", func(b *testing.B) {
-		l := New(Config{Capacity: 1 << 40, RatePerSec: 1e9}, NewMemoryStore())
+		l := New(Config{Capacity: 1 << 40, RatePerSec: 1e9, Persist: true}, NewMemoryStore())
 		ks := keys(100_000)
 		now := time.Now().UnixNano()
 		for _, k := range ks {
@@ -70,7 +70,7 @@ func BenchmarkAllow(b *testing.B) {
 		})
 	})
 	b.Run("NewKey", func(b *testing.B) {
-		l := New(Config{Capacity: 100, RatePerSec: 100}, NewMemoryStore())
+		l := New(Config{Capacity: 100, RatePerSec: 100, Persist: true}, NewMemoryStore())
 		ks := keys(b.N)
 		now := time.Now().UnixNano()
 		b.ReportAllocs()

@@ -16,7 +16,7 @@ var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
 
 func newTest(capacity int64, rate float64) (*Limiter, *MemoryStore) {
 	st := NewMemoryStore()
-	return New(Config{Capacity: capacity, RatePerSec: rate}, st), st
+	return New(Config{Capacity: capacity, RatePerSec: rate, Persist: true}, st), st
 }
 
 func TestBucketArithmetic(t *testing.T) {
@@ -138,7 +138,7 @@ func (f *failingStore) Delete(ctx context.Context, ids []string) error {
 
 func TestFlushKeepsDirtyWhileStoreIsDown(t *testing.T) {
 	st := &failingStore{MemoryStore: NewMemoryStore()}
-	l := New(Config{Capacity: 5, RatePerSec: 1}, st)
+	l := New(Config{Capacity: 5, RatePerSec: 1, Persist: true}, st)
 	ctx := context.Background()
 	st.down.Store(true)
 	l.Allow([]byte("a"), t0)
@@ -161,7 +161,7 @@ func TestFlushKeepsDirtyWhileStoreIsDown(t *testing.T) {
 
 func TestAdminOperations(t *testing.T) {
 	st := &failingStore{MemoryStore: NewMemoryStore()}
-	l := New(Config{Capacity: 100, RatePerSec: 100}, st)
+	l := New(Config{Capacity: 100, RatePerSec: 100, Persist: true}, st)
 	ctx := context.Background()
 	row := Bucket{ClientID: "x", Capacity: 10, Tokens: 4, RatePerSec: 1, LastRefill: time.Unix(0, t0)}
 	if err := l.Create(ctx, row); err != nil {
@@ -288,7 +288,7 @@ func TestList(t *testing.T) {
 
 func TestEvictionKeepsMemoryBounded(t *testing.T) {
 	st := NewMemoryStore()
-	l := New(Config{Capacity: 2, RatePerSec: 1, MaxBuckets: 100}, st)
+	l := New(Config{Capacity: 2, RatePerSec: 1, MaxBuckets: 100, Persist: true}, st)
 	ctx := context.Background()
 	if err := l.Create(ctx, Bucket{ClientID: "admin", Capacity: 5, Tokens: 5, RatePerSec: 1, LastRefill: time.Unix(0, t0)}); err != nil {
 		t.Fatal(err)
@@ -331,6 +331,24 @@ func TestEvictionKeepsMemoryBounded(t *testing.T) {
 	}
 }
 
+func TestWithoutPersistNothingAccumulates(t *testing.T) {
+	l := New(Config{Capacity: 2, RatePerSec: 1, MaxBuckets: 100}, NewMemoryStore())
+	for i := range 100 {
+		l.Allow(fmt.Appendf(nil, "spray-%d", i), t0)
+	}
+	if n := l.Sweep(t0 + 10*sec); n == 0 {
+		t.Fatal("nothing evicted")
+	}
+	// Neither the dirty list nor the pending deletions may hold evicted
+	// buckets: with no persister to drain them they would grow forever.
+	if n := l.DirtyLen(); n != 0 {
+		t.Fatalf("dirty list holds %d buckets without a persister", n)
+	}
+	if len(l.pendingDelete) != 0 {
+		t.Fatalf("%d pending deletions without a persister", len(l.pendingDelete))
+	}
+}
+
 func TestRestoreRefillsForDowntime(t *testing.T) {
 	l, _ := newTest(100, 100)
 	l.Restore(Bucket{ClientID: "r", Capacity: 10, Tokens: 2, RatePerSec: 1, LastRefill: time.Unix(0, t0), Managed: true})
@@ -344,7 +362,7 @@ func TestRestoreRefillsForDowntime(t *testing.T) {
 
 func TestRunPersisterFinalFlush(t *testing.T) {
 	st := NewMemoryStore()
-	l := New(Config{Capacity: 5, RatePerSec: 1}, st)
+	l := New(Config{Capacity: 5, RatePerSec: 1, Persist: true}, st)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- l.RunPersister(ctx, time.Hour, time.Second, func(error) {}) }()

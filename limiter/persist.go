@@ -87,7 +87,9 @@ func (l *Limiter) Sweep(now int64) int {
 				return true
 			}
 			l.remove(b)
-			l.pendingDelete = append(l.pendingDelete, b.key)
+			if l.cfg.Persist {
+				l.pendingDelete = append(l.pendingDelete, b.key)
+			}
 			evicted++
 			// Stop a little below the mark so the next sweep is not at once.
 			return l.count.Load() >= target*95/100

@@ -168,7 +168,7 @@ func TestFlushThroughStore(t *testing.T) {
 	c := pgtest.Require(t)
 	s := open(t, c.NewDatabase(t))
 	ctx := context.Background()
-	lim := limiter.New(limiter.Config{Capacity: 5, RatePerSec: 0.01}, s)
+	lim := limiter.New(limiter.Config{Capacity: 5, RatePerSec: 0.01, Persist: true}, s)
 	now := time.Now().UnixNano()
 	for range 3 {
 		lim.Allow([]byte("10.0.0.1"), now)

@@ -116,6 +116,7 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 		Capacity:   cfg.BucketCapacity,
 		RatePerSec: cfg.RatePerSec(),
 		MaxBuckets: cfg.MaxBuckets,
+		Persist:    cfg.DatabaseURL != "",
 	}, store)
 	if pg, ok := store.(*pgstore.Store); ok {
 		start := time.Now()
