@@ -60,7 +60,7 @@ func New(cfg Config, p *pool.Pool, lim *limiter.Limiter, key ClientKey, log zero
 func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	var d limiter.Decision
 	if p.limiter != nil {
-		var keyBuf [64]byte
+		var keyBuf [MaxKeyLen]byte
 		key, err := p.key.Append(keyBuf[:0], ctx)
 		if err != nil {
 			p.Stats.BadRequest.Add(1)
