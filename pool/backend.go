@@ -23,6 +23,8 @@ type Backend struct {
 	healthy  atomic.Bool
 	requests atomic.Uint64
 	failures atomic.Uint64
+	// connectFails counts connection failures in a row for passive health.
+	connectFails atomic.Int32
 }
 
 // ClientOptions are the HostClient settings shared by every backend.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -22,6 +23,15 @@ type Pool struct {
 	all      []*Backend
 	healthy  atomic.Pointer[[]*Backend]
 	strategy Strategy
+
+	// PassiveFails is how many connection failures in a row take a backend
+	// out of rotation until the health checker sees it answer again, like
+	// nginx's max_fails. 0 turns passive health off.
+	PassiveFails int32
+
+	// mu serialises publishing: the health checker and passive marks from
+	// the request path may both change the healthy set.
+	mu sync.Mutex
 }
 
 // New builds a pool over backends, all initially healthy.
@@ -29,6 +39,21 @@ func New(backends []*Backend, strategy Strategy) *Pool {
 	p := &Pool{all: backends, strategy: strategy}
 	p.publish()
 	return p
+}
+
+// ConnectFailed records that a connection to b could not be opened. It
+// reports whether this took b out of rotation.
+func (p *Pool) ConnectFailed(b *Backend) bool {
+	n := b.connectFails.Add(1)
+	return p.PassiveFails > 0 && n >= p.PassiveFails && p.SetHealthy(b, false)
+}
+
+// Connected records a successful round trip to b. The common case is one
+// atomic load.
+func (p *Pool) Connected(b *Backend) {
+	if b.connectFails.Load() != 0 {
+		b.connectFails.Store(0)
+	}
 }
 
 // Backends returns every configured backend, healthy or not.
@@ -49,15 +74,20 @@ func (p *Pool) Next() *Backend {
 // SetHealthy records a probe result and republishes the healthy slice when
 // the state changed. It reports whether it changed.
 func (p *Pool) SetHealthy(b *Backend, healthy bool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if b.healthy.Swap(healthy) == healthy {
 		return false
+	}
+	if healthy {
+		b.connectFails.Store(0)
 	}
 	p.publish()
 	return true
 }
 
-// publish rebuilds the healthy slice in configuration order. Only the health
-// checker calls it after start-up, so there is a single writer.
+// publish rebuilds the healthy slice in configuration order. Callers hold
+// mu (or are New), so a slice never overwrites a newer one.
 func (p *Pool) publish() {
 	healthy := make([]*Backend, 0, len(p.all))
 	for _, b := range p.all {

@@ -193,3 +193,33 @@ func BenchmarkPoolNext(b *testing.B) {
 		})
 	}
 }
+
+func TestPassiveHealthAndRecoveryByProbe(t *testing.T) {
+	f := startFlaky(t)
+	a, _ := NewBackend("http://"+f.ln.Addr().String(), ClientOptions{})
+	b := backends(t, 1)[0]
+	p := New([]*Backend{a, b}, &RoundRobin{})
+	p.PassiveFails = 3
+	p.ConnectFailed(a)
+	p.Connected(a) // a success in between starts the count again
+	p.ConnectFailed(a)
+	p.ConnectFailed(a)
+	if !a.Healthy() {
+		t.Fatal("taken out before 3 failures in a row")
+	}
+	if !p.ConnectFailed(a) || a.Healthy() || len(p.Healthy()) != 1 {
+		t.Fatal("still in rotation after 3 failures in a row")
+	}
+	c := NewChecker(p, HealthConfig{Timeout: time.Second, Path: "/health"}, zerolog.Nop())
+	c.CheckOnce() // a answers its probe: back in rotation
+	if !a.Healthy() {
+		t.Fatal("a good probe did not bring the backend back")
+	}
+	p.PassiveFails = 0
+	for range 10 {
+		p.ConnectFailed(a)
+	}
+	if !a.Healthy() {
+		t.Fatal("PassiveFails=0 must turn passive health off")
+	}
+}

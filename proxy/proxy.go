@@ -89,11 +89,26 @@ func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
 
 	b.CountRequest()
 	err := b.Client.DoTimeout(req, &ctx.Response, p.cfg.BackendTimeout)
+	if err != nil && connectFailed(err) {
+		// The request never left: try one other healthy backend, whatever
+		// the method, within what is left of the deadline.
+		p.connectFailed(b, err)
+		if next := p.pool.Next(); next != nil && next != b {
+			b.CountFailure()
+			b = next
+			b.CountRequest()
+			err = b.Client.DoTimeout(req, &ctx.Response, p.cfg.BackendTimeout-time.Since(ctx.Time()))
+		}
+	}
 	if err != nil {
+		if connectFailed(err) {
+			p.connectFailed(b, err)
+		}
 		b.CountFailure()
 		p.fail(ctx, b, err)
 		return
 	}
+	p.pool.Connected(b)
 	stripResponse(&ctx.Response.Header)
 	p.Stats.Forwarded.Add(1)
 	if p.cfg.RateLimitHeaders && p.limiter != nil {
@@ -147,6 +162,20 @@ func setForwarded(ctx *fasthttp.RequestCtx) {
 		h.Set(fasthttp.HeaderXForwardedProto, "http")
 	}
 	h.SetBytesV(fasthttp.HeaderXForwardedHost, h.Host())
+}
+
+// connectFailed reports whether err means that no connection to the
+// backend could be opened, so the request was not sent.
+func connectFailed(err error) bool {
+	var dial *fasthttp.ErrDialWithUpstream
+	return errors.As(err, &dial) || errors.Is(err, fasthttp.ErrDialTimeout)
+}
+
+// connectFailed feeds passive health and logs when it takes b out.
+func (p *Proxy) connectFailed(b *pool.Backend, err error) {
+	if p.pool.ConnectFailed(b) {
+		p.errLog.log.Warn().Err(err).Str("backend", b.URL).Msg("backend taken out of rotation after connection failures; the health checker brings it back")
+	}
 }
 
 // fail maps a forwarding error to 502, 503 or 504.

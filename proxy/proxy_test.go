@@ -345,3 +345,37 @@ func TestRoundRobinThroughProxyIsEven(t *testing.T) {
 		}
 	}
 }
+
+func TestConnectFailureTriesAnotherBackendAndPassiveHealth(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	live, got := startBackend(t, nil)
+	h := startProxy(t, options{}, dead, live)
+	h.pool.PassiveFails = 2
+	deadBackend := h.pool.Backends()[0]
+	// Round robin sends the first request to the dead backend: the request
+	// was never sent there, so even a POST goes to the live one.
+	resp, _ := raw(t, h.addr, "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody")
+	if resp.StatusCode != 200 {
+		t.Fatalf("first request: %d", resp.StatusCode)
+	}
+	if s := recv(t, got); s.method != "POST" || s.body != "body" {
+		t.Fatalf("live backend saw %+v", s)
+	}
+	if !deadBackend.Healthy() {
+		t.Fatal("taken out after one failure with PassiveFails=2")
+	}
+	for range 3 {
+		if resp, _ := raw(t, h.addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		recv(t, got)
+	}
+	if deadBackend.Healthy() {
+		t.Fatal("dead backend still in rotation after two connection failures")
+	}
+	if h.proxy.Stats.BadGateway.Load() != 0 {
+		t.Fatalf("%d clients saw 502", h.proxy.Stats.BadGateway.Load())
+	}
+}

@@ -28,6 +28,7 @@ type Config struct {
 	HealthPath     string        `env:"EQUALIZER_HEALTH_PATH" envDefault:"/" help:"probe path; a status below 500 is healthy"`
 	HealthFall     int           `env:"EQUALIZER_HEALTH_FALL" envDefault:"1" help:"failed probes in a row that take a backend out"`
 	HealthRise     int           `env:"EQUALIZER_HEALTH_RISE" envDefault:"1" help:"good probes in a row that bring a backend back"`
+	PassiveFails   int           `env:"EQUALIZER_PASSIVE_FAILS" envDefault:"3" help:"connection failures in a row that take a backend out until its next good probe; 0 disables"`
 
 	RateLimit            bool          `env:"EQUALIZER_RATE_LIMIT" envDefault:"true" help:"false forwards without charging buckets (for comparisons)"`
 	BucketCapacity       int64         `env:"EQUALIZER_BUCKET_CAPACITY" envDefault:"100" help:"capacity of a bucket created for an unknown client"`
@@ -122,6 +123,9 @@ func (c *Config) validate(environ map[string]string) error {
 	}
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		return bad("LogFormat", "want json or console")
+	}
+	if c.PassiveFails < 0 {
+		return bad("PassiveFails", "must be 0 (off) or more")
 	}
 	if c.APIDefaultLimit < 1 || c.APIDefaultLimit > 1000 {
 		return bad("APIDefaultLimit", "must be between 1 and 1000")

@@ -61,6 +61,7 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 	f("EQUALIZER_LOG_LEVEL", "loud")
 	f("EQUALIZER_LOG_FORMAT", "xml")
 	f("EQUALIZER_RATELIMIT_HEADERS", "maybe")
+	f("EQUALIZER_PASSIVE_FAILS", "-1")
 }
 
 func TestHelpListsEveryVariable(t *testing.T) {

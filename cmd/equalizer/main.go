@@ -106,6 +106,7 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 	}
 	strategy, _ := pool.NewStrategy(cfg.Strategy)
 	backendPool := pool.New(backends, strategy)
+	backendPool.PassiveFails = int32(cfg.PassiveFails)
 
 	store, closeStore, err := openStore(cfg, log)
 	if err != nil {
