@@ -4,7 +4,8 @@
 // persister writes the buckets that changed to the Store in batches.
 //
 // Concurrency: Allow takes no lock and allocates nothing for a client that
-// already has a bucket; a new client costs one allocation for its bucket.
+// already has a bucket; a new client costs three small allocations (bucket,
+// key, map entry) and locks one hash bucket of the map.
 // Admin writes, Flush and eviction serialise on one mutex, so a batch write
 // never undoes an admin change. Times are unix nanoseconds passed in by the
 // caller, so tests need no clock.
