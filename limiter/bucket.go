@@ -27,10 +27,18 @@ type bucket struct {
 type params struct {
 	capacity int64
 	interval int64 // nanoseconds per token
+	// slack absorbs clock skew between goroutines: requests are stamped
+	// when they were read, so a request may carry a time a few
+	// nanoseconds older than one already charged. Without slack such a
+	// request would find the last token of a full burst a hair short.
+	// It is under 1/16 of a token, so it never admits an extra request at
+	// one instant; it lets one request through at most slack early.
+	slack int64
 }
 
 func newParams(capacity int64, ratePerSec float64) *params {
-	return &params{capacity: capacity, interval: intervalFor(ratePerSec)}
+	interval := intervalFor(ratePerSec)
+	return &params{capacity: capacity, interval: interval, slack: min(interval/16, int64(time.Millisecond))}
 }
 
 const (
@@ -66,7 +74,7 @@ func (b *bucket) take(now int64) Decision {
 		tat := b.tat.Load()
 		base := max(tat, now)
 		next := base + p.interval
-		if next-now > burst {
+		if next-now > burst+p.slack {
 			return Decision{
 				Limit: p.capacity,
 				Retry: time.Duration(next - burst - now),
