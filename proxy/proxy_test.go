@@ -129,6 +129,28 @@ func raw(t *testing.T, addr, request string) (*http.Response, string) {
 	return resp, string(body)
 }
 
+// startRawBackend accepts connections on 127.0.0.1, runs serve on each and
+// closes it: a backend that misbehaves below HTTP.
+func startRawBackend(t *testing.T, serve func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			serve(c)
+			c.Close()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
 func recv(t *testing.T, got chan seen) seen {
 	t.Helper()
 	select {
@@ -274,39 +296,21 @@ func TestErrorStatuses(t *testing.T) {
 		}
 	})
 	t.Run("502 on a malformed response", func(t *testing.T) {
-		ln, _ := net.Listen("tcp", "127.0.0.1:0")
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				buf := make([]byte, 4096)
-				c.Read(buf) //nolint:errcheck
-				io.WriteString(c, "NOT HTTP AT ALL\r\n\r\n")
-				c.Close()
-			}
-		}()
-		h := startProxy(t, options{}, "http://"+ln.Addr().String())
+		url := startRawBackend(t, func(c net.Conn) {
+			buf := make([]byte, 4096)
+			c.Read(buf) //nolint:errcheck
+			io.WriteString(c, "NOT HTTP AT ALL\r\n\r\n")
+		})
+		h := startProxy(t, options{}, url)
 		if resp, _ := raw(t, h.addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); resp.StatusCode != 502 {
 			t.Fatalf("got %d", resp.StatusCode)
 		}
 	})
 	t.Run("502 when the backend resets the connection", func(t *testing.T) {
-		ln, _ := net.Listen("tcp", "127.0.0.1:0")
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.(*net.TCPConn).SetLinger(0) //nolint:errcheck
-				c.Close()
-			}
-		}()
-		h := startProxy(t, options{}, "http://"+ln.Addr().String())
+		url := startRawBackend(t, func(c net.Conn) {
+			c.(*net.TCPConn).SetLinger(0) //nolint:errcheck
+		})
+		h := startProxy(t, options{}, url)
 		if resp, _ := raw(t, h.addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); resp.StatusCode != 502 {
 			t.Fatalf("got %d", resp.StatusCode)
 		}
