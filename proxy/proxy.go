@@ -98,12 +98,12 @@ func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
 			b = next
 			b.CountRequest()
 			err = b.Client.DoTimeout(req, &ctx.Response, p.cfg.BackendTimeout-time.Since(ctx.Time()))
+			if err != nil && connectFailed(err) {
+				p.connectFailed(b, err)
+			}
 		}
 	}
 	if err != nil {
-		if connectFailed(err) {
-			p.connectFailed(b, err)
-		}
 		b.CountFailure()
 		p.fail(ctx, b, err)
 		return

@@ -287,9 +287,13 @@ func TestErrorStatuses(t *testing.T) {
 		addr := ln.Addr().String()
 		ln.Close()
 		h := startProxy(t, options{}, "http://"+addr)
+		h.pool.PassiveFails = 2
 		resp, _ := raw(t, h.addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
 		if resp.StatusCode != 502 {
 			t.Fatalf("got %d", resp.StatusCode)
+		}
+		if !h.pool.Backends()[0].Healthy() {
+			t.Errorf("one refused request counted as two connection failures")
 		}
 		if h.proxy.Stats.BadGateway.Load() != 1 || h.pool.Backends()[0].Failures() != 1 {
 			t.Errorf("502 not counted")
