@@ -41,7 +41,7 @@ func setup(b *testing.B, lim *limiter.Limiter) *fasthttp.HostClient {
 	}
 	be.Client.Dial = func(string) (net.Conn, error) { return backendLn.Dial() }
 	p := pool.New([]*pool.Backend{be}, &pool.RoundRobin{})
-	key, _ := proxy.ParseClientKey("ip", nil)
+	key, _ := proxy.ParseClientKey("ip", nil, 128)
 	px := proxy.New(proxy.Config{BackendTimeout: 5 * time.Second}, p, lim, key, zerolog.Nop())
 	proxyLn := serve(b, px.ServeHTTP)
 	return &fasthttp.HostClient{Addr: "proxy.test", Dial: func(string) (net.Conn, error) { return proxyLn.Dial() }, MaxConns: 1024}

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"gopher-equalizer/logthrottle"
 )
 
 // Backend is one upstream server. Its HostClient keeps a pool of keep-alive
@@ -25,6 +28,11 @@ type Backend struct {
 	failures atomic.Uint64
 	// connectFails counts connection failures in a row for passive health.
 	connectFails atomic.Int32
+	// discardedConns counts pooled connections closed because the backend
+	// sent unrequested bytes or closed them while idle.
+	discardedConns atomic.Uint64
+	unsolicited    atomic.Uint64 // of those, the ones with unrequested bytes
+	log            *logthrottle.Logger
 }
 
 // ClientOptions are the HostClient settings shared by every backend.
@@ -37,6 +45,8 @@ type ClientOptions struct {
 	// MaxConnWait is how long a request waits for a free connection when
 	// MaxConns are busy before it fails with ErrNoFreeConns.
 	MaxConnWait time.Duration
+	// Log reports unsolicited backend bytes, throttled; nil logs nothing.
+	Log *logthrottle.Logger
 }
 
 // NewBackend parses an absolute http URL and prepares its HostClient.
@@ -59,12 +69,17 @@ func NewBackend(rawURL string, opt ClientOptions) (*Backend, error) {
 	}
 	dialer := &fasthttp.TCPDialer{}
 	dialTimeout := opt.DialTimeout
-	b := &Backend{URL: rawURL, Addr: addr}
+	b := &Backend{URL: rawURL, Addr: addr, log: opt.Log}
 	b.Client = &fasthttp.HostClient{
 		Addr: addr,
 		Dial: func(addr string) (net.Conn, error) {
-			return dialer.DialTimeout(addr, dialTimeout)
+			c, err := dialer.DialTimeout(addr, dialTimeout)
+			if err != nil {
+				return nil, err
+			}
+			return newUpstreamConn(c), nil
 		},
+		Transport:           &transport{b: b},
 		MaxConns:            opt.MaxConns,
 		MaxIdleConnDuration: opt.MaxIdleConnTime,
 		ReadBufferSize:      opt.ReadBufferSize,
@@ -76,9 +91,9 @@ func NewBackend(rawURL string, opt ClientOptions) (*Backend, error) {
 		NoDefaultUserAgentHeader:      true,
 		DisableHeaderNamesNormalizing: true,
 		DisablePathNormalizing:        true,
-		// One retry for idempotent requests covers a keep-alive connection
-		// that the backend closed while it sat idle; the deadline is shared.
-		MaxIdemponentCallAttempts: 2,
+		// The transport checks every pooled connection before use, and the
+		// proxy retries on another backend, so fasthttp retries nothing.
+		MaxIdemponentCallAttempts: 1,
 	}
 	b.healthy.Store(true)
 	return b, nil
@@ -98,3 +113,23 @@ func (b *Backend) CountRequest() { b.requests.Add(1) }
 
 // CountFailure is called by the proxy when a forward fails.
 func (b *Backend) CountFailure() { b.failures.Add(1) }
+
+// DiscardedConns is how many pooled connections were closed instead of
+// reused because the backend closed them or sent bytes nobody asked for.
+func (b *Backend) DiscardedConns() uint64 { return b.discardedConns.Load() }
+
+// Unsolicited is how many connections were closed because the backend sent
+// bytes that answer no request.
+func (b *Backend) Unsolicited() uint64 { return b.unsolicited.Load() }
+
+// discarded counts a connection closed instead of reused; unsolicited bytes
+// are a backend bug worth a (throttled) line, an idle close is routine.
+func (b *Backend) discarded(err error) {
+	b.discardedConns.Add(1)
+	if errors.Is(err, ErrUnsolicited) {
+		b.unsolicited.Add(1)
+		if b.log != nil {
+			b.log.Event().Err(err).Str("backend", b.URL).Msg("backend sent unrequested bytes; connection closed, not reused")
+		}
+	}
+}

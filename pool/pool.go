@@ -71,6 +71,28 @@ func (p *Pool) Next() *Backend {
 	return p.strategy.Pick(healthy)
 }
 
+// NextExcept picks a healthy backend other than b for a retry, or nil when
+// there is none.
+func (p *Pool) NextExcept(b *Backend) *Backend {
+	healthy := *p.healthy.Load()
+	switch {
+	case len(healthy) == 0:
+		return nil
+	case len(healthy) == 1 && healthy[0] == b:
+		return nil
+	}
+	next := p.strategy.Pick(healthy)
+	if next != b {
+		return next
+	}
+	for i, h := range healthy {
+		if h == b {
+			return healthy[(i+1)%len(healthy)]
+		}
+	}
+	return next
+}
+
 // SetHealthy records a probe result and republishes the healthy slice when
 // the state changed. It reports whether it changed.
 func (p *Pool) SetHealthy(b *Backend, healthy bool) bool {

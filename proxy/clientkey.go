@@ -15,23 +15,33 @@ import (
 // MaxKeyLen is the longest client key, the same bound as an admin client_id.
 const MaxKeyLen = 256
 
-var errKeyTooLong = errors.New("client key header is longer than 256 bytes")
+var (
+	errKeyTooLong   = errors.New("client key header is longer than 256 bytes")
+	errKeyAmbiguous = errors.New("client key header appears more than once")
+)
 
 // ClientKey derives the key of a request's token bucket. It is immutable
 // after ParseClientKey and safe for concurrent use.
 type ClientKey struct {
-	header  string         // header name in header:<Name> mode
+	header  []byte         // header name in header:<Name> mode
 	trusted []netip.Prefix // peers whose X-Forwarded-For is believed
+	// ipv6Prefix keys IPv6 clients by their network: one host of a /64
+	// has 2^64 addresses, so keying by the address would let it reset its
+	// own limit at will.
+	ipv6Prefix int
 }
 
-// ParseClientKey parses EQUALIZER_CLIENT_KEY ("ip" or "header:<Name>") and
-// the EQUALIZER_TRUSTED_PROXIES CIDRs.
-func ParseClientKey(mode string, trustedCIDRs []string) (ClientKey, error) {
-	var k ClientKey
+// ParseClientKey parses EQUALIZER_CLIENT_KEY ("ip" or "header:<Name>"), the
+// EQUALIZER_TRUSTED_PROXIES CIDRs and EQUALIZER_IPV6_PREFIX (1..128).
+func ParseClientKey(mode string, trustedCIDRs []string, ipv6Prefix int) (ClientKey, error) {
+	k := ClientKey{ipv6Prefix: ipv6Prefix}
+	if ipv6Prefix < 1 || ipv6Prefix > 128 {
+		return k, fmt.Errorf("IPv6 prefix %d is not between 1 and 128", ipv6Prefix)
+	}
 	switch {
 	case mode == "ip":
 	case strings.HasPrefix(mode, "header:") && validHeaderName(mode[len("header:"):]):
-		k.header = mode[len("header:"):]
+		k.header = []byte(mode[len("header:"):])
 	default:
 		return k, fmt.Errorf("%q is neither ip nor header:<Name>", mode)
 	}
@@ -47,6 +57,11 @@ func ParseClientKey(mode string, trustedCIDRs []string) (ClientKey, error) {
 				return k, fmt.Errorf("%q is not a CIDR", c)
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		// An IPv4-mapped IPv6 range is the IPv4 range it maps: peers are
+		// compared in their IPv4 form.
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 		}
 		k.trusted = append(k.trusted, p.Masked())
 	}
@@ -66,18 +81,37 @@ func validHeaderName(name string) bool {
 	return true
 }
 
-// Append appends the key of ctx's client to dst. In header mode a request
-// without the header is keyed by its IP, so it is still limited.
+// Append appends the key of ctx's client to dst. It scans the header
+// itself; the proxy's request path uses appendKey with its own scan.
 func (k *ClientKey) Append(dst []byte, ctx *fasthttp.RequestCtx) ([]byte, error) {
-	if k.header != "" {
-		if v := ctx.Request.Header.Peek(k.header); len(v) > 0 {
-			if len(v) > MaxKeyLen {
-				return dst, errKeyTooLong
-			}
-			return append(dst, v...), nil
+	f := readFields(&ctx.Request.Header, k.header)
+	peer := peerAddr(ctx)
+	return k.appendKey(dst, &f, peer, k.isTrusted(peer))
+}
+
+// appendKey appends the key given the header scan and the peer. In header
+// mode a request without the header is keyed by its IP, so it is still
+// limited; a request with the header twice is refused, as either line could
+// be the one a proxy in front added.
+func (k *ClientKey) appendKey(dst []byte, f *fields, peer netip.Addr, trusted bool) ([]byte, error) {
+	switch {
+	case f.keyLines > 1:
+		return dst, errKeyAmbiguous
+	case f.keyLines == 1 && len(f.key) > 0:
+		if len(f.key) > MaxKeyLen {
+			return dst, errKeyTooLong
 		}
+		return append(dst, f.key...), nil
 	}
-	return k.clientIP(ctx).AppendTo(dst), nil
+	addr := peer
+	if trusted {
+		addr = k.rightmostUntrusted(peer, f.xff)
+	}
+	if addr.Is6() && k.ipv6Prefix < 128 {
+		p, _ := addr.Prefix(k.ipv6Prefix)
+		return p.AppendTo(dst), nil
+	}
+	return addr.AppendTo(dst), nil
 }
 
 // peerAddr is the socket peer as a netip.Addr, IPv4 unmapped, zone dropped.
@@ -92,18 +126,18 @@ func peerAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 	return addr.Unmap().WithZone("")
 }
 
-// clientIP is the peer, or, when the peer is a trusted proxy, the right-most
-// address of X-Forwarded-For that is not itself a trusted proxy.
-func (k *ClientKey) clientIP(ctx *fasthttp.RequestCtx) netip.Addr {
-	addr := peerAddr(ctx)
-	if len(k.trusted) == 0 || !k.isTrusted(addr) {
-		return addr
-	}
-	xff := ctx.Request.Header.Peek(fasthttp.HeaderXForwardedFor)
+// rightmostUntrusted walks X-Forwarded-For (every line, joined in order)
+// from the right, starting at a trusted peer, and returns the first address
+// that is not a trusted proxy: the client as the last trusted hop saw it.
+func (k *ClientKey) rightmostUntrusted(peer netip.Addr, xff []byte) netip.Addr {
+	addr := peer
 	for len(xff) > 0 {
 		i := bytes.LastIndexByte(xff, ',')
 		hop := bytes.TrimSpace(xff[i+1:])
 		xff = xff[:max(i, 0)]
+		if len(hop) == 0 {
+			continue // an empty list element (RFC 9110 5.6.1)
+		}
 		a, err := netip.ParseAddr(unsafe.String(unsafe.SliceData(hop), len(hop)))
 		if err != nil {
 			return addr // a forged or broken hop: keep the last address we trust
@@ -117,6 +151,9 @@ func (k *ClientKey) clientIP(ctx *fasthttp.RequestCtx) netip.Addr {
 }
 
 func (k *ClientKey) isTrusted(a netip.Addr) bool {
+	if len(k.trusted) == 0 {
+		return false
+	}
 	for _, p := range k.trusted {
 		if p.Contains(a) {
 			return true
@@ -124,3 +161,4 @@ func (k *ClientKey) isTrusted(a netip.Addr) bool {
 	}
 	return false
 }
+

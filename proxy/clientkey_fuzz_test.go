@@ -14,7 +14,7 @@ func FuzzClientIP(f *testing.F) {
 	for _, seed := range []string{"1.2.3.4", "6.6.6.6, 1.2.3.4, 10.9.9.9", "", ",,,", "garbage, 10.2.2.2", "2001:db8::5,fd00::1", "fe80::1%eth0"} {
 		f.Add(seed)
 	}
-	k, err := ParseClientKey("ip", []string{"10.0.0.0/8", "fd00::/8"})
+	k, err := ParseClientKey("ip", []string{"10.0.0.0/8", "fd00::/8"}, 128)
 	if err != nil {
 		f.Fatal(err)
 	}

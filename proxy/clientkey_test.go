@@ -9,7 +9,7 @@ import (
 
 func keyOf(t *testing.T, mode string, trusted []string, peer, xff, header string) string {
 	t.Helper()
-	k, err := ParseClientKey(mode, trusted)
+	k, err := ParseClientKey(mode, trusted, 128)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,11 +60,11 @@ func TestClientKey(t *testing.T) {
 	f("header:X-Api-Key", nil, "203.0.113.9", "", string(long), "error: "+errKeyTooLong.Error())
 
 	for _, bad := range []string{"", "IP", "header:", "header:bad name", "cookie:x"} {
-		if _, err := ParseClientKey(bad, nil); err == nil {
+		if _, err := ParseClientKey(bad, nil, 128); err == nil {
 			t.Errorf("ParseClientKey(%q) accepted", bad)
 		}
 	}
-	if _, err := ParseClientKey("ip", []string{"10.0.0.0/33"}); err == nil {
+	if _, err := ParseClientKey("ip", []string{"10.0.0.0/33"}, 128); err == nil {
 		t.Errorf("bad CIDR accepted")
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"gopher-equalizer/limiter"
+	"gopher-equalizer/logthrottle"
 	"gopher-equalizer/pool"
 )
 
@@ -48,20 +49,31 @@ type Proxy struct {
 	key     ClientKey
 	Stats   Stats
 
-	errLog throttledLog
+	log    zerolog.Logger
+	errLog *logthrottle.Logger
 }
 
 // New returns a proxy over p. lim may be nil to forward without limiting.
 func New(cfg Config, p *pool.Pool, lim *limiter.Limiter, key ClientKey, log zerolog.Logger) *Proxy {
-	return &Proxy{cfg: cfg, pool: p, limiter: lim, key: key, errLog: throttledLog{log: log, every: 10 * time.Second}}
+	return &Proxy{cfg: cfg, pool: p, limiter: lim, key: key, log: log, errLog: logthrottle.New(log, 10*time.Second)}
 }
 
 // ServeHTTP handles one request.
 func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
+	req := &ctx.Request
+	f := readFields(&req.Header, p.key.header)
+	if f.badName != nil {
+		p.Stats.BadRequest.Add(1)
+		ctx.Error("invalid header name\n", fasthttp.StatusBadRequest)
+		return
+	}
+	peer := peerAddr(ctx)
+	trusted := p.key.isTrusted(peer)
+
 	var d limiter.Decision
 	if p.limiter != nil {
 		var keyBuf [MaxKeyLen]byte
-		key, err := p.key.Append(keyBuf[:0], ctx)
+		key, err := p.key.appendKey(keyBuf[:0], &f, peer, trusted)
 		if err != nil {
 			p.Stats.BadRequest.Add(1)
 			ctx.Error(err.Error()+"\n", fasthttp.StatusBadRequest)
@@ -81,40 +93,42 @@ func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
-	req := &ctx.Request
+	toOriginForm(req)
 	stripRequest(&req.Header)
-	setForwarded(ctx)
-	// Keep the client's Host header instead of the one parsed from the URI.
+	setForwarded(ctx, &f, peer, trusted)
+	// Keep the client's Host header instead of the one parsed from the URI;
+	// an HTTP/1.0 request without one gets the backend's.
 	req.UseHostHeader = true
+	if len(req.Header.Host()) == 0 {
+		req.Header.SetHost(b.Addr)
+	}
+	// Upstream requests are HTTP/1.1 on the keep-alive pool whatever the
+	// client spoke; the server answers the client in its own version.
+	http10 := !req.Header.IsHTTP11()
+	if http10 {
+		req.Header.SetProtocolBytes(http11)
+	}
 
-	b.CountRequest()
-	err := b.Client.DoTimeout(req, &ctx.Response, p.cfg.BackendTimeout)
-	if err != nil && connectFailed(err) {
-		// The request never left: try one other healthy backend, whatever
-		// the method, within what is left of the deadline.
-		p.connectFailed(b, err)
-		if next := p.pool.Next(); next != nil && next != b {
-			b.CountFailure()
-			b = next
-			b.CountRequest()
-			err = b.Client.DoTimeout(req, &ctx.Response, p.cfg.BackendTimeout-time.Since(ctx.Time()))
-			if err != nil && connectFailed(err) {
-				p.connectFailed(b, err)
-			}
-		}
+	b, err := p.forward(ctx, b)
+	if http10 {
+		req.Header.SetProtocolBytes(http10Proto)
 	}
 	if err != nil {
 		b.CountFailure()
 		p.fail(ctx, b, err)
 		return
 	}
-	p.pool.Connected(b)
 	stripResponse(&ctx.Response.Header)
 	p.Stats.Forwarded.Add(1)
 	if p.cfg.RateLimitHeaders && p.limiter != nil {
 		setRateLimitHeaders(&ctx.Response.Header, &d)
 	}
 }
+
+var (
+	http11      = []byte("HTTP/1.1")
+	http10Proto = []byte("HTTP/1.0")
+)
 
 // refuse answers a request the limiter turned down.
 func (p *Proxy) refuse(ctx *fasthttp.RequestCtx, d *limiter.Decision) {
@@ -145,25 +159,6 @@ func ceilSeconds(d time.Duration, least int64) int64 {
 	return max(int64((d+time.Second-1)/time.Second), least)
 }
 
-// setForwarded appends the peer to X-Forwarded-For and sets
-// X-Forwarded-Proto and X-Forwarded-Host.
-func setForwarded(ctx *fasthttp.RequestCtx) {
-	h := &ctx.Request.Header
-	var buf [256]byte
-	xff := buf[:0]
-	if prior := h.Peek(fasthttp.HeaderXForwardedFor); len(prior) > 0 {
-		xff = append(append(xff, prior...), ", "...)
-	}
-	xff = peerAddr(ctx).AppendTo(xff)
-	h.SetBytesV(fasthttp.HeaderXForwardedFor, xff)
-	if ctx.IsTLS() {
-		h.Set(fasthttp.HeaderXForwardedProto, "https")
-	} else {
-		h.Set(fasthttp.HeaderXForwardedProto, "http")
-	}
-	h.SetBytesV(fasthttp.HeaderXForwardedHost, h.Host())
-}
-
 // connectFailed reports whether err means that no connection to the
 // backend could be opened, so the request was not sent.
 func connectFailed(err error) bool {
@@ -174,7 +169,7 @@ func connectFailed(err error) bool {
 // connectFailed feeds passive health and logs when it takes b out.
 func (p *Proxy) connectFailed(b *pool.Backend, err error) {
 	if p.pool.ConnectFailed(b) {
-		p.errLog.log.Warn().Err(err).Str("backend", b.URL).Msg("backend taken out of rotation after connection failures; the health checker brings it back")
+		p.log.Warn().Err(err).Str("backend", b.URL).Msg("backend taken out of rotation after connection failures; the health checker brings it back")
 	}
 }
 
@@ -191,26 +186,7 @@ func (p *Proxy) fail(ctx *fasthttp.RequestCtx, b *pool.Backend, err error) {
 		p.Stats.BadGateway.Add(1)
 		ctx.Error("bad gateway\n", fasthttp.StatusBadGateway)
 	}
-	p.errLog.report(b.URL, err)
-}
-
-// throttledLog logs at most one error line per period, with the number of
-// errors it skipped, so a dead backend under load does not flood the log.
-type throttledLog struct {
-	log     zerolog.Logger
-	every   time.Duration
-	next    atomic.Int64
-	skipped atomic.Uint64
-}
-
-func (t *throttledLog) report(backend string, err error) {
-	now := time.Now().UnixNano()
-	next := t.next.Load()
-	if now < next || !t.next.CompareAndSwap(next, now+int64(t.every)) {
-		t.skipped.Add(1)
-		return
-	}
-	t.log.Error().Err(err).Str("backend", backend).Uint64("suppressed", t.skipped.Swap(0)).Msg("forward failed")
+	p.errLog.Event().Err(err).Str("backend", b.URL).Msg("forward failed")
 }
 
 // ServerErrorHandler answers requests that fasthttp could not parse, with

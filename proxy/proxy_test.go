@@ -95,7 +95,7 @@ func startProxyT(t testing.TB, opt options, backends ...string) *harness {
 		t.Fatal(err)
 	}
 	p := pool.New(bs, strategy)
-	key, err := ParseClientKey(opt.key, opt.trusted)
+	key, err := ParseClientKey(opt.key, opt.trusted, 128)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,6 +37,7 @@ type Config struct {
 	MaxBuckets           int           `env:"EQUALIZER_MAX_BUCKETS" envDefault:"1000000" help:"most buckets in memory; full automatic buckets are evicted first"`
 	ClientKey            string        `env:"EQUALIZER_CLIENT_KEY" envDefault:"ip" help:"ip, or header:<Name> to key buckets by a request header"`
 	TrustedProxies       []string      `env:"EQUALIZER_TRUSTED_PROXIES" help:"CIDRs whose X-Forwarded-For is trusted for the client IP"`
+	IPv6Prefix           int           `env:"EQUALIZER_IPV6_PREFIX" envDefault:"128" help:"IPv6 clients are keyed by this prefix length (1..128; 64 is recommended for public traffic)"`
 	RateLimitHeaders     bool          `env:"EQUALIZER_RATELIMIT_HEADERS" envDefault:"false" help:"add RateLimit-* headers to forwarded responses too"`
 
 	DatabaseURL            string        `env:"EQUALIZER_DATABASE_URL" help:"PostgreSQL URL; empty keeps buckets in memory only"`
@@ -55,6 +56,8 @@ type Config struct {
 	MaxBodySize        int           `env:"EQUALIZER_MAX_BODY_SIZE" envDefault:"4194304" help:"largest request or response body in bytes; a larger request gets 413"`
 	MaxHeaderSize      int           `env:"EQUALIZER_MAX_HEADER_SIZE" envDefault:"8192" help:"largest request header in bytes; a larger one gets 431"`
 	MaxClientConns     int           `env:"EQUALIZER_MAX_CLIENT_CONNS" envDefault:"262144" help:"most concurrent client connections"`
+
+	Pprof bool `env:"EQUALIZER_PPROF" envDefault:"false" help:"serve /debug/pprof on the admin listener"`
 
 	DemoHost string `env:"EQUALIZER_DEMO_HOST" envDefault:"127.0.0.1" help:"address the -demo backends listen on (ports 8081-8083)"`
 
@@ -109,11 +112,14 @@ func (c *Config) validate(environ map[string]string) error {
 	if _, err := pool.NewStrategy(c.Strategy); err != nil {
 		return bad("Strategy", err.Error())
 	}
-	if _, err := proxy.ParseClientKey(c.ClientKey, nil); err != nil {
+	if _, err := proxy.ParseClientKey(c.ClientKey, nil, 128); err != nil {
 		return bad("ClientKey", err.Error())
 	}
-	if _, err := proxy.ParseClientKey("ip", c.TrustedProxies); err != nil {
+	if _, err := proxy.ParseClientKey("ip", c.TrustedProxies, 128); err != nil {
 		return bad("TrustedProxies", err.Error())
+	}
+	if c.IPv6Prefix < 1 || c.IPv6Prefix > 128 {
+		return bad("IPv6Prefix", "must be a prefix length between 1 and 128")
 	}
 	if !strings.HasPrefix(c.HealthPath, "/") {
 		return bad("HealthPath", "must start with /")

@@ -21,6 +21,7 @@ import (
 
 	"gopher-equalizer/admin"
 	"gopher-equalizer/limiter"
+	"gopher-equalizer/logthrottle"
 	"gopher-equalizer/pgstore"
 	"gopher-equalizer/pool"
 	"gopher-equalizer/proxy"
@@ -89,6 +90,7 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 		defer stopDemo()
 	}
 
+	backendLog := logthrottle.New(log, 10*time.Second)
 	backends := make([]*pool.Backend, 0, len(cfg.Backends))
 	for _, raw := range cfg.Backends {
 		b, err := pool.NewBackend(strings.TrimSpace(raw), pool.ClientOptions{
@@ -98,6 +100,7 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 			ReadBufferSize:  cfg.MaxHeaderSize,
 			MaxResponseBody: cfg.MaxBodySize,
 			MaxConnWait:     cfg.BackendTimeout,
+			Log:             backendLog,
 		})
 		if err != nil {
 			return err
@@ -128,7 +131,7 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 		log.Info().Int("buckets", n).Dur("took", time.Since(start)).Msg("buckets loaded from PostgreSQL")
 	}
 
-	key, _ := proxy.ParseClientKey(cfg.ClientKey, cfg.TrustedProxies)
+	key, _ := proxy.ParseClientKey(cfg.ClientKey, cfg.TrustedProxies, cfg.IPv6Prefix)
 	charged := lim
 	if !cfg.RateLimit {
 		charged = nil

@@ -1,0 +1,47 @@
+package pool
+
+import (
+	"errors"
+	"net"
+)
+
+// Errors of a pooled connection that must not carry another request.
+var (
+	// ErrUnsolicited means the backend sent bytes nobody asked for: the
+	// rest of an answer that was longer than it said, or an answer to no
+	// request. Reading them as the next request's answer would give one
+	// client another client's response.
+	ErrUnsolicited = errors.New("backend sent bytes that answer no request")
+	// errPeerClosed means the backend closed the idle connection.
+	errPeerClosed = errors.New("backend closed the idle connection")
+)
+
+// upstreamConn is a backend connection that remembers its file descriptor,
+// so that checking it for pending bytes costs one system call and no
+// allocation.
+type upstreamConn struct {
+	net.Conn
+	fd int // -1 when the descriptor is not reachable (not TCP)
+}
+
+func newUpstreamConn(c net.Conn) *upstreamConn {
+	u := &upstreamConn{Conn: c, fd: -1}
+	if tc, ok := c.(*net.TCPConn); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			_ = raw.Control(func(fd uintptr) { u.fd = int(fd) })
+		}
+	}
+	return u
+}
+
+// idleCheck reports why an idle connection must not be reused: bytes are
+// waiting on it, or the backend closed or reset it. nil means it is clean.
+// Like nginx, which closes a kept-alive upstream connection that becomes
+// readable, it never reads what is pending.
+func idleCheck(c net.Conn) error {
+	u, ok := c.(*upstreamConn)
+	if !ok || u.fd < 0 {
+		return nil
+	}
+	return peekPending(u.fd)
+}

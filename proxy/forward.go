@@ -1,0 +1,107 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"gopher-equalizer/pool"
+)
+
+// maxAttempts bounds how many backends one request is sent to.
+const maxAttempts = 3
+
+// forward sends the request to b and, when an attempt failed in a way that
+// is safe to repeat, to another healthy backend, all within one
+// EQUALIZER_BACKEND_TIMEOUT: like nginx's proxy_next_upstream "error", a
+// request that was never sent goes on whatever its method, and an
+// idempotent one goes on when its connection failed before any response
+// byte. It returns the backend that answered or failed last.
+func (p *Proxy) forward(ctx *fasthttp.RequestCtx, b *pool.Backend) (*pool.Backend, error) {
+	req := &ctx.Request
+	deadline := ctx.Time().Add(p.cfg.BackendTimeout)
+	for attempt := 1; ; attempt++ {
+		b.CountRequest()
+		err := b.Client.DoDeadline(req, &ctx.Response, deadline)
+		if err == nil {
+			p.pool.Connected(b)
+			return b, nil
+		}
+		if connectFailed(err) {
+			p.connectFailed(b, err)
+		}
+		if attempt == maxAttempts || !retryable(err, req) || time.Until(deadline) <= 0 {
+			return b, err
+		}
+		next := p.pool.NextExcept(b)
+		if next == nil {
+			// The only backend: a connection that died after it was
+			// checked is worth one fresh try, a refused one is not.
+			if pool.StageOf(err) == pool.StageConnect || attempt > 1 {
+				return b, err
+			}
+			next = b
+		}
+		b.CountFailure()
+		b = next
+	}
+}
+
+// retryable reports whether a failed attempt may be sent again.
+func retryable(err error, req *fasthttp.Request) bool {
+	if errors.Is(err, fasthttp.ErrTimeout) {
+		return false // the backend is slow, not gone: another try only doubles the load
+	}
+	switch pool.StageOf(err) {
+	case pool.StageConnect:
+		return connectFailed(err)
+	case pool.StageSend, pool.StageAwait:
+		return idempotent(req.Header.Method())
+	}
+	return false
+}
+
+// idempotent methods may be sent twice (RFC 9110 9.2.2).
+func idempotent(method []byte) bool {
+	switch string(method) {
+	case fasthttp.MethodGet, fasthttp.MethodHead, fasthttp.MethodPut, fasthttp.MethodDelete,
+		fasthttp.MethodOptions, fasthttp.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// toOriginForm turns an absolute-form request target (GET http://h/p) into
+// origin form, whatever its scheme, taking its authority as Host (RFC 9112
+// 3.2.2): backends expect origin form, and the scheme is ours to decide.
+func toOriginForm(req *fasthttp.Request) {
+	uri := req.Header.RequestURI()
+	if len(uri) == 0 || uri[0] == '/' || (len(uri) == 1 && uri[0] == '*') {
+		return
+	}
+	i := bytes.Index(uri, []byte("://"))
+	if i <= 0 {
+		return // authority form (CONNECT) or garbage: the backend judges it
+	}
+	rest := uri[i+3:]
+	end := bytes.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	authority := rest[:end]
+	if at := bytes.LastIndexByte(authority, '@'); at >= 0 {
+		authority = authority[at+1:] // user info never goes upstream
+	}
+	var buf [512]byte
+	target := append(buf[:0], rest[end:]...)
+	if len(target) == 0 || target[0] != '/' {
+		target = append([]byte{'/'}, target...)
+	}
+	if len(authority) > 0 {
+		req.Header.SetHostBytes(authority)
+	}
+	req.Header.SetRequestURIBytes(target)
+	req.SetRequestURIBytes(target)
+}
