@@ -54,6 +54,13 @@ var errUnrequested101 = errors.New("backend switched protocols although no upgra
 //   - A connection with bytes left over after a complete response (a HEAD
 //     answered with a body, a body longer than its Content-Length) is
 //     closed instead of pooled.
+//   - A connection that carried a request body is closed after the answer.
+//     A backend may answer before it read the body (Python's http.server
+//     does when a handler ignores it) and then parse the body as a request
+//     of its own; its answer to that can arrive after the connection was
+//     checked and handed to the next client, which no check can see. A new
+//     connection per request with a body is the price of never delivering
+//     it to someone else (HAProxy's "http-reuse safe" pays similar).
 //   - A 101 answer to a request that asked for no upgrade is an error: the
 //     connection now speaks another protocol.
 //
@@ -145,12 +152,17 @@ func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 	case leftover > 0:
 		t.b.discarded(fmt.Errorf("%w (%d bytes after the response)", ErrUnsolicited, leftover))
 		hc.CloseConn(cc)
-	case req.ConnectionClose() || resp.ConnectionClose():
+	case req.ConnectionClose() || resp.ConnectionClose() || hasBody(req):
 		hc.CloseConn(cc)
 	default:
 		hc.ReleaseConn(cc)
 	}
 	return false, nil
+}
+
+// hasBody reports whether req sent a body upstream.
+func hasBody(req *fasthttp.Request) bool {
+	return req.Header.ContentLength() != 0 || len(req.Body()) > 0
 }
 
 // timeoutError maps any timeout to fasthttp.ErrTimeout, which the proxy
