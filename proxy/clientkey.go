@@ -161,4 +161,3 @@ func (k *ClientKey) isTrusted(a netip.Addr) bool {
 	}
 	return false
 }
-
