@@ -2,10 +2,10 @@ package proxy
 
 import (
 	"net/netip"
-
-	"github.com/valyala/fasthttp"
 	"strings"
 	"testing"
+
+	"github.com/valyala/fasthttp"
 
 	"gopher-equalizer/limiter"
 )
