@@ -28,6 +28,8 @@ func NewMetrics(stats *proxy.Stats, p *pool.Pool, lim *limiter.Limiter) *metrics
 	for _, b := range p.Backends() {
 		set.NewGauge(fmt.Sprintf(`equalizer_backend_requests_total{backend=%q}`, b.URL), func() float64 { return float64(b.Requests()) })
 		set.NewGauge(fmt.Sprintf(`equalizer_backend_failures_total{backend=%q}`, b.URL), func() float64 { return float64(b.Failures()) })
+		set.NewGauge(fmt.Sprintf(`equalizer_backend_discarded_connections_total{backend=%q}`, b.URL), func() float64 { return float64(b.DiscardedConns()) })
+		set.NewGauge(fmt.Sprintf(`equalizer_backend_unsolicited_responses_total{backend=%q}`, b.URL), func() float64 { return float64(b.Unsolicited()) })
 		set.NewGauge(fmt.Sprintf(`equalizer_backend_healthy{backend=%q}`, b.URL), func() float64 {
 			if b.Healthy() {
 				return 1
@@ -38,6 +40,7 @@ func NewMetrics(stats *proxy.Stats, p *pool.Pool, lim *limiter.Limiter) *metrics
 	set.NewGauge(`equalizer_healthy_backends`, func() float64 { return float64(len(p.Healthy())) })
 	set.NewGauge(`equalizer_buckets`, func() float64 { return float64(lim.Len()) })
 	set.NewGauge(`equalizer_bucket_evictions_total`, func() float64 { return float64(lim.Evictions()) })
+	set.NewGauge(`equalizer_bucket_debts`, func() float64 { return float64(lim.Debts()) })
 	set.NewGauge(`equalizer_bucket_table_full_total`, func() float64 { return float64(lim.RefusedFull()) })
 	return set
 }

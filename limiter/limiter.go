@@ -61,8 +61,10 @@ type Config struct {
 	RatePerSec float64
 	// MaxBuckets bounds the buckets held in memory. Past it, automatic
 	// buckets that refilled to full are evicted first (they equal a new
-	// default bucket); a new client that finds the table still full is
-	// refused with Decision.TableFull until eviction makes room.
+	// default bucket), then automatic buckets in debt, whose debt is kept
+	// in a compact table of at most MaxBuckets entries; a new client that
+	// finds both full is refused with Decision.TableFull until buckets
+	// refill and eviction makes room.
 	MaxBuckets int
 	// Persist records which buckets changed and which were evicted, for
 	// Flush. Set it when RunPersister runs; without a persister the records
@@ -87,7 +89,10 @@ type Limiter struct {
 	// mu serialises admin writes, Flush and eviction.
 	mu            sync.Mutex
 	pendingDelete []string // evicted automatic buckets to delete from the store
+	// idleSweepUntil: a sweep that found nothing to evict rests until then.
+	idleSweepUntil int64
 
+	debts       *debts // evicted automatic buckets that had not refilled
 	sweepNeeded chan struct{}
 	evictions   atomic.Uint64
 	refusedFull atomic.Uint64
@@ -100,6 +105,7 @@ func New(cfg Config, store Store) *Limiter {
 		defaults:    newParams(cfg.Capacity, cfg.RatePerSec),
 		buckets:     xsync.NewMap[string, *bucket](),
 		store:       store,
+		debts:       newDebts(),
 		sweepNeeded: make(chan struct{}, 1),
 	}
 }
@@ -136,8 +142,17 @@ func (l *Limiter) createDefault(key []byte, now int64) *bucket {
 	b := &bucket{key: string(key)}
 	b.params.Store(l.defaults)
 	b.tat.Store(now)
+	// A client whose bucket was evicted before it refilled starts with its
+	// debt, not with a full bucket.
+	owed, inDebt := l.debts.peek(key)
+	if inDebt && owed > now {
+		b.tat.Store(owed)
+	}
 	if existing, loaded := l.buckets.LoadOrStore(b.key, b); loaded {
 		return existing
+	}
+	if inDebt {
+		l.debts.forget(key)
 	}
 	if n := l.count.Add(1); l.cfg.MaxBuckets > 0 && n >= int64(l.cfg.MaxBuckets)*9/10 {
 		l.nudgeSweep()
@@ -266,6 +281,7 @@ func (l *Limiter) Create(ctx context.Context, row Bucket) error {
 	if err := l.store.Save(ctx, []Bucket{row}); err != nil {
 		return err
 	}
+	l.debts.forget([]byte(row.ClientID)) // the operator's bucket replaces any debt
 	// A request of this client may have created a default bucket since the
 	// check above: the admin's bucket replaces it.
 	l.put(l.newBucket(row))

@@ -260,3 +260,15 @@ func BenchmarkMemoryPerBucketSyncMap(b *testing.B) {
 		return m
 	})
 }
+
+// BenchmarkMemoryPerDebt reports the heap held per remembered debt of an
+// evicted bucket, with one million of them.
+func BenchmarkMemoryPerDebt(b *testing.B) {
+	heapPerBucket(b, 1_000_000, func(ks [][]byte) any {
+		d := newDebts()
+		for i, k := range ks {
+			d.owe(string(k), int64(i)+1)
+		}
+		return d
+	})
+}

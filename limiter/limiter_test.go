@@ -375,3 +375,53 @@ func TestRunPersisterFinalFlush(t *testing.T) {
 		t.Fatalf("final flush: %+v %v", row, ok)
 	}
 }
+
+// TestEvictionFloodCannotResetADrainedBucket floods the table with new keys
+// (one IPv6 /64 holds enough) to get a drained bucket evicted: its client
+// must not come back to a full bucket. Which buckets a sweep evicts depends
+// on the map's random hash order, so the flood is repeated on fresh
+// limiters until the drained bucket was among the evicted (each try has
+// about a one in six chance; 200 tries all missing is below 1e-15).
+func TestEvictionFloodCannotResetADrainedBucket(t *testing.T) {
+	const maxBuckets = 50
+	victim := []byte("2001:db8::1")
+	for try := 0; try < 200; try++ {
+		// 100 tokens, one per hour: the drained victim owes 100 hours, a
+		// flood key that spent one token owes one hour.
+		l := New(Config{Capacity: 100, RatePerSec: 1.0 / 3600, MaxBuckets: maxBuckets}, NewMemoryStore())
+		now := t0
+		for range 100 {
+			if !l.Allow(victim, now).Allowed {
+				t.Fatal("fresh bucket refused")
+			}
+		}
+		refused := 0
+		for key := 0; key < 10*maxBuckets; key++ {
+			now += 1000 // a microsecond per request: nothing refills
+			if d := l.Allow(fmt.Appendf(nil, "2001:db8::%x", key), now); d.TableFull {
+				refused++
+				l.Sweep(now)
+			}
+		}
+		if l.Len() > maxBuckets || l.Debts() > maxBuckets {
+			t.Fatalf("%d buckets and %d debts for a limit of %d", l.Len(), l.Debts(), maxBuckets)
+		}
+		if refused == 0 {
+			t.Fatal("with every table full of debt, new clients must be refused, not reset")
+		}
+		if _, inMemory := l.Get(string(victim), now); inMemory {
+			continue
+		}
+		// Two hours on, the flood keys have refilled and are evicted as
+		// they are, so there is room; the victim has earned two tokens.
+		now += 2*3600*sec + sec
+		l.Sweep(now)
+		for i, want := range []bool{true, true, false} {
+			if d := l.Allow(victim, now); d.Allowed != want || d.TableFull {
+				t.Fatalf("after %d evictions, request %d of the drained client: %+v", l.Evictions(), i, d)
+			}
+		}
+		return
+	}
+	t.Fatal("the flood never evicted the drained bucket: the test proves nothing")
+}

@@ -67,27 +67,43 @@ func (l *Limiter) nudgeSweep() {
 }
 
 // Sweep evicts automatic buckets until the table is below 90% of
-// MaxBuckets: first those that refilled to full (the same as no bucket),
-// then, only if that was not enough, the other automatic ones. Managed
-// buckets are never evicted. It returns how many buckets it evicted.
+// MaxBuckets: first those that refilled to full (the same as no bucket,
+// so they go as they are), then, only if that was not enough, automatic
+// buckets in debt, whose debt moves to the compact debts table so that the
+// client's next bucket starts where this one was. Managed buckets are never
+// evicted, and no debt is forgotten before it is paid: when the debts table
+// holds MaxBuckets entries, buckets in debt stay and new clients are
+// refused. It returns how many buckets it evicted.
 func (l *Limiter) Sweep(now int64) int {
 	if l.cfg.MaxBuckets <= 0 {
 		return 0
 	}
 	target := int64(l.cfg.MaxBuckets) * 9 / 10
-	if l.count.Load() < target {
-		return 0
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.count.Load() < target || now < l.idleSweepUntil {
+		return 0
+	}
+	l.debts.expire(now)
 	evicted := 0
 	for _, fullOnly := range []bool{true, false} {
 		l.buckets.Range(func(_ string, b *bucket) bool {
-			if b.has(flagManaged) || (fullOnly && !b.full(now)) {
+			if b.has(flagManaged) {
 				return true
 			}
+			full := b.full(now)
+			switch {
+			case fullOnly && !full:
+				return true
+			case !full && l.debts.len() >= l.cfg.MaxBuckets:
+				return false // nowhere to keep the debt: keep the bucket
+			}
 			l.remove(b)
-			if l.cfg.Persist {
+			if !full {
+				l.debts.owe(b.key, b.tat.Load())
+			} else if l.cfg.Persist {
+				// A full automatic bucket is the default: its row goes too.
+				// A bucket in debt keeps its row, which holds the debt.
 				l.pendingDelete = append(l.pendingDelete, b.key)
 			}
 			evicted++
@@ -99,8 +115,17 @@ func (l *Limiter) Sweep(now int64) int {
 		}
 	}
 	l.evictions.Add(uint64(evicted))
+	if evicted == 0 {
+		// Everything is in debt and the debts table is full: a flood of
+		// new keys must not keep a core busy walking the table. Nothing
+		// refills faster than this matters for.
+		l.idleSweepUntil = now + int64(100*time.Millisecond)
+	}
 	return evicted
 }
+
+// Debts is how many evicted buckets are remembered for their debt.
+func (l *Limiter) Debts() int { return l.debts.len() }
 
 // RunSweeper only sweeps when the table fills, until ctx is done. It is the
 // background loop when there is no database to persist to.
