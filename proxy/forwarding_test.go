@@ -1,9 +1,14 @@
 package proxy
 
 import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -199,6 +204,34 @@ func TestHopByHopHeadersInAnyCase(t *testing.T) {
 	for _, name := range []string{"X-Resp-Hop", "Keep-Alive", "Proxy-Authenticate"} {
 		if v := resp.Header.Values(name); len(v) != 0 {
 			t.Errorf("response field %s reached the client: %v", name, v)
+		}
+	}
+}
+
+func TestBareLineFeedRequestsAreAnswered(t *testing.T) {
+	url, got := startBackend(t, nil)
+	h := startProxy(t, options{}, url)
+	for _, req := range []string{
+		"GET /lf HTTP/1.1\nHost: h\nX-Y: 1\n\n",
+		"GET /mixed HTTP/1.1\r\nHost: h\r\nX-Y: 1\n\n",
+		"GET /crlf-then-lf HTTP/1.1\r\nHost: h\r\n\n",
+	} {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
+		io.WriteString(c, req)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err != nil {
+			t.Fatalf("%q: no answer: %v", req, err)
+		}
+		if resp.StatusCode != 200 {
+			t.Errorf("%q: %d", req, resp.StatusCode)
+		}
+		if s := recv(t, got); s.header["X-Y"] == nil && !strings.HasPrefix(s.uri, "/crlf") {
+			t.Errorf("%q: header lost: %v", req, s.header)
 		}
 	}
 }

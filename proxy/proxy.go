@@ -60,6 +60,7 @@ func New(cfg Config, p *pool.Pool, lim *limiter.Limiter, key ClientKey, log zero
 
 // ServeHTTP handles one request.
 func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
+	headDone(ctx)
 	req := &ctx.Request
 	f := readFields(&req.Header, p.key.header)
 	if f.badName != nil {

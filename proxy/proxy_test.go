@@ -105,7 +105,7 @@ func startProxyT(t testing.TB, opt options, backends ...string) *harness {
 		t.Fatal(err)
 	}
 	s := &fasthttp.Server{Handler: px.ServeHTTP, DisableHeaderNamesNormalizing: true, NoDefaultServerHeader: true, NoDefaultContentType: true}
-	go s.Serve(ln) //nolint:errcheck
+	go s.Serve(LenientListener{ln}) //nolint:errcheck
 	t.Cleanup(func() { _ = s.Shutdown() })
 	return &harness{addr: ln.Addr().String(), proxy: px, pool: p, lim: opt.lim}
 }

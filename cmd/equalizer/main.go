@@ -202,7 +202,7 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 	}()
 
 	serveErr := make(chan error, 2)
-	go func() { serveErr <- proxyServer.Serve(proxyLn) }()
+	go func() { serveErr <- proxyServer.Serve(proxy.LenientListener{Listener: proxyLn}) }()
 	go func() { serveErr <- adminServer.Serve(adminLn) }()
 	log.Info().Str("listen", proxyLn.Addr().String()).Str("admin", adminLn.Addr().String()).
 		Strs("backends", cfg.Backends).Str("strategy", cfg.Strategy).Str("client_key", cfg.ClientKey).

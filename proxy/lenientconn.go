@@ -1,0 +1,93 @@
+package proxy
+
+import (
+	"bytes"
+	"net"
+
+	"github.com/valyala/fasthttp"
+)
+
+// fasthttp waits for CRLF CRLF to end a request head, so a client that ends
+// its lines with bare LF (some scripts, printf | nc) gets no answer until
+// the read timeout. nginx and HAProxy accept such requests; so do we: the
+// listener below rewrites a head-ending "\n\n" to "\r\n\r\n" (fasthttp
+// already accepts bare LF inside the head). It only looks at a read that
+// starts a request head, and only at its first head end.
+
+// LenientListener wraps the proxy's listener.
+type LenientListener struct{ net.Listener }
+
+// Accept implements net.Listener.
+func (l LenientListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &clientConn{Conn: c, atHead: true}, nil
+}
+
+// clientConn is a client connection that knows when a request head starts.
+// Only the connection's serving goroutine uses it.
+type clientConn struct {
+	net.Conn
+	atHead bool   // the next bytes read start (or continue) a request head
+	carry  []byte // rewritten bytes that did not fit the caller's buffer
+}
+
+func (c *clientConn) Read(p []byte) (int, error) {
+	if len(c.carry) > 0 {
+		n := copy(p, c.carry)
+		c.carry = c.carry[n:]
+		return n, nil
+	}
+	n, err := c.Conn.Read(p)
+	if c.atHead && n > 0 {
+		n = c.fixHead(p, n)
+	}
+	return n, err
+}
+
+var (
+	crlfcrlf = []byte("\r\n\r\n")
+	lflf     = []byte("\n\n")
+)
+
+// fixHead finds the end of the head in p[:n] and, if it is made of bare
+// line feeds, inserts the missing carriage returns. It returns the number
+// of bytes now in p.
+func (c *clientConn) fixHead(p []byte, n int) int {
+	b := p[:n]
+	crlf := bytes.Index(b, crlfcrlf)
+	lf := bytes.Index(b, lflf)
+	switch {
+	case lf < 0 && crlf < 0:
+		return n // the head goes on in the next read
+	case lf < 0 || (crlf >= 0 && crlf < lf):
+		c.atHead = false
+		return n
+	}
+	c.atHead = false
+	// b[lf] and b[lf+1] are both '\n'; the first may follow a '\r'.
+	var fixed [4]byte
+	end := append(fixed[:0], '\r', '\n', '\r', '\n')
+	start := lf
+	if lf > 0 && b[lf-1] == '\r' {
+		start = lf - 1
+	}
+	tail := b[lf+2:]
+	out := make([]byte, 0, start+len(end)+len(tail))
+	out = append(append(append(out, b[:start]...), end...), tail...)
+	m := copy(p, out)
+	if m < len(out) {
+		c.carry = out[m:]
+	}
+	return m
+}
+
+// headDone tells the connection that the request was read, so that the
+// next bytes start a new head.
+func headDone(ctx *fasthttp.RequestCtx) {
+	if c, ok := ctx.Conn().(*clientConn); ok {
+		c.atHead = true
+	}
+}
