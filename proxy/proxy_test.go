@@ -113,7 +113,13 @@ func startProxyT(t testing.TB, opt options, backends ...string) *harness {
 // raw sends one raw HTTP/1.1 request and returns the parsed response.
 func raw(t *testing.T, addr, request string) (*http.Response, string) {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	return rawFrom(t, net.Dialer{}, addr, request)
+}
+
+// rawFrom is raw over a connection made by d.
+func rawFrom(t *testing.T, d net.Dialer, addr, request string) (*http.Response, string) {
+	t.Helper()
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
