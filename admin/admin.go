@@ -4,7 +4,6 @@ package admin
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/url"
@@ -31,6 +30,11 @@ type Config struct {
 	DefaultLimit int     // page size of GET /buckets without limit
 	RatePerSec   float64 // rate of a POSTed bucket without rate_per_sec
 	StoreTimeout time.Duration
+	// Hosts are the host names (host or host:port) served besides IP
+	// literals and localhost: a guard against DNS rebinding.
+	Hosts []string
+	// Pprof serves /debug/pprof (behind the token like the rest).
+	Pprof bool
 }
 
 // API is the admin handler.
@@ -63,18 +67,22 @@ func (a *API) Handler() fasthttp.RequestHandler {
 	r := router.New()
 	r.RedirectTrailingSlash = false
 	r.RedirectFixedPath = false
+	// /healthz answers probes from anywhere, without the token.
 	r.GET("/healthz", func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok\n") })
-	r.GET("/readyz", a.auth(a.readyz))
-	r.GET("/metrics", a.auth(a.metricsPage))
-	// Profiles for operators chasing CPU or memory; behind the token like
-	// the rest of the admin API.
-	r.GET("/debug/pprof/{profile:*}", a.auth(pprofhandler.PprofHandler))
-	r.POST("/buckets", a.auth(a.create))
-	r.GET("/buckets", a.auth(a.list))
-	r.GET("/buckets/{id:*}", a.auth(a.get))
-	r.PUT("/buckets/{id:*}", a.auth(a.put))
-	r.PATCH("/buckets/{id:*}", a.auth(a.patch))
-	r.DELETE("/buckets/{id:*}", a.auth(a.delete))
+	read := func(h fasthttp.RequestHandler) fasthttp.RequestHandler { return a.guard(a.auth(h)) }
+	write := func(h fasthttp.RequestHandler) fasthttp.RequestHandler { return a.guard(a.auth(jsonBody(h))) }
+	r.GET("/readyz", read(a.readyz))
+	r.GET("/metrics", read(a.metricsPage))
+	if a.cfg.Pprof {
+		// Profiles for operators chasing CPU or memory (EQUALIZER_PPROF).
+		r.GET("/debug/pprof/{profile:*}", read(pprofhandler.PprofHandler))
+	}
+	r.POST("/buckets", write(a.create))
+	r.GET("/buckets", read(a.list))
+	r.GET("/buckets/{id:*}", read(a.get))
+	r.PUT("/buckets/{id:*}", write(a.put))
+	r.PATCH("/buckets/{id:*}", write(a.patch))
+	r.DELETE("/buckets/{id:*}", read(a.delete))
 	r.NotFound = func(ctx *fasthttp.RequestCtx) { writeError(ctx, fasthttp.StatusNotFound, "no such route") }
 	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusMethodNotAllowed, "method not allowed")
@@ -90,10 +98,9 @@ func (a *API) auth(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 	if a.cfg.Token == "" {
 		return next
 	}
-	want := []byte("Bearer " + a.cfg.Token)
+	want := []byte(a.cfg.Token)
 	return func(ctx *fasthttp.RequestCtx) {
-		got := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		if !bearerOK(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), want) {
 			ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="gopher-equalizer"`)
 			writeError(ctx, fasthttp.StatusUnauthorized, "missing or wrong bearer token")
 			return

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -92,6 +93,9 @@ func (e *env) do(t *testing.T, method, path, body string) reply {
 	}
 	if e.token != "" {
 		req.Header.Set("Authorization", "Bearer "+e.token)
+	}
+	if method == "POST" || method == "PUT" || method == "PATCH" {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -214,7 +218,7 @@ func TestIDsAreURLDecoded(t *testing.T) {
 	f("/buckets/user%2F42%20with%20spaces", "user/42 with spaces")
 	f("/buckets/key%3Fx=1&y=%25", "key?x=1&y=%")
 	f("/buckets/%D0%BA%D0%BB%D1%8E%D1%87", "ключ")
-	e.raw(t, "GET /buckets/%ZZ HTTP/1.1\r\nHost: a\r\n\r\n").expect(t, 400, "percent-encoding")
+	e.raw(t, "GET /buckets/%ZZ HTTP/1.1\r\nHost: localhost\r\n\r\n").expect(t, 400, "percent-encoding")
 	e.do(t, "GET", "/buckets/a%00b", "").expect(t, 400, "control")
 }
 
@@ -300,7 +304,7 @@ func TestStrictInput(t *testing.T) {
 	// Bodies over the admin limit are refused from their Content-Length,
 	// before they are read (a raw request: the Go client would still be
 	// writing the body when the server answers and closes).
-	e.raw(t, "POST /buckets HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 71680\r\n\r\n{").expect(t, 413, "too large")
+	e.raw(t, "POST /buckets HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 71680\r\n\r\n{").expect(t, 413, "too large")
 }
 
 func TestPutPatchDelete(t *testing.T) {
@@ -371,7 +375,7 @@ func TestStoreDownAnswers503AndChangesNothing(t *testing.T) {
 func TestBearerToken(t *testing.T) {
 	e := start(t, "s3cret")
 	e.do(t, "GET", "/buckets", "").expect(t, 200, "")
-	for _, auth := range []string{"", "Bearer wrong", "Bearer s3cret2", "Basic s3cret", "bearer s3cret"} {
+	for _, auth := range []string{"", "Bearer wrong", "Bearer s3cret2", "Basic s3cret", "Bearers3cret"} {
 		for _, path := range []string{"/buckets", "/buckets/x", "/readyz", "/metrics"} {
 			req, _ := http.NewRequest("GET", e.base+path, nil)
 			if auth != "" {
@@ -385,6 +389,16 @@ func TestBearerToken(t *testing.T) {
 			resp.Body.Close()
 			reply{resp.StatusCode, resp.Header, string(body)}.expect(t, 401, "token")
 		}
+	}
+	// The scheme is case-insensitive (RFC 9110 11.1).
+	for _, auth := range []string{"bearer s3cret", "BEARER s3cret", "Bearer  s3cret"} {
+		req, _ := http.NewRequest("GET", e.base+"/buckets", nil)
+		req.Header.Set("Authorization", auth)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%q: %v %v", auth, resp.StatusCode, err)
+		}
+		resp.Body.Close()
 	}
 	// /healthz stays open for probes.
 	resp, err := http.Get(e.base + "/healthz")
@@ -424,4 +438,59 @@ func TestReadyzDuringShutdown(t *testing.T) {
 	e.api.SetDraining()
 	e.do(t, "GET", "/readyz", "").expect(t, 503, "shutting down")
 	e.do(t, "GET", "/healthz", "").expect(t, 200, "")
+}
+
+func TestBrowserCannotDriveTheAPI(t *testing.T) {
+	e := start(t, "")
+	addr := strings.TrimPrefix(e.base, "http://")
+	body := `{"client_id":"csrf","capacity":1}`
+	post := func(headers string) reply {
+		return e.raw(t, fmt.Sprintf("POST /buckets HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s", headers, len(body), body))
+	}
+	// A cross-origin form or fetch without preflight: text/plain.
+	post("Host: "+addr+"\r\nOrigin: http://evil.example\r\nContent-Type: text/plain\r\n").expect(t, 403, "cross-origin")
+	post("Host: "+addr+"\r\nContent-Type: text/plain\r\n").expect(t, 415, "application/json")
+	post("Host: "+addr+"\r\n").expect(t, 415, "application/json")
+	post("Host: "+addr+"\r\nOrigin: null\r\nContent-Type: application/json\r\n").expect(t, 403, "cross-origin")
+	// DNS rebinding: the page's own name in Host.
+	post("Host: evil.example:" + strings.Split(addr, ":")[1] + "\r\nContent-Type: application/json\r\n").expect(t, 403, "not allowed")
+	e.raw(t, "GET /buckets HTTP/1.1\r\nHost: evil.example\r\n\r\n").expect(t, 403, "not allowed")
+	if e.lim.Len() != 0 {
+		t.Fatalf("a refused request created a bucket")
+	}
+	// The API's own origin, localhost and IP literals are served.
+	post("Host: "+addr+"\r\nOrigin: http://"+addr+"\r\nContent-Type: application/json; charset=utf-8\r\n").expect(t, 201, "")
+	e.raw(t, "GET /buckets HTTP/1.1\r\nHost: localhost:8090\r\n\r\n").expect(t, 200, "")
+	e.raw(t, "GET /buckets HTTP/1.1\r\nHost: [::1]:8090\r\n\r\n").expect(t, 200, "")
+	// /debug/pprof is off unless EQUALIZER_PPROF is set.
+	e.do(t, "GET", "/debug/pprof/", "").expect(t, 404, "")
+}
+
+func TestStrictJSONBodies(t *testing.T) {
+	e := start(t, "")
+	f := func(method, path, body, want string) {
+		t.Helper()
+		e.do(t, method, path, body).expect(t, 400, want)
+	}
+	f("POST", "/buckets", `{"Client_ID":"a","capacity":1}`, "unknown field")
+	f("POST", "/buckets", `{"client_id":"a","CAPACITY":1}`, "unknown field")
+	f("POST", "/buckets", `{"client_id":"a","capacity":1,"capacity":5}`, "duplicate field")
+	f("POST", "/buckets", `{"client_id":"a","client_id":"b","capacity":1}`, "duplicate field")
+	f("POST", "/buckets", `{"client_id":null,"capacity":1}`, "client_id must not be null")
+	f("POST", "/buckets", `{"client_id":"a","capacity":1,"tokens":null}`, "tokens must not be null")
+	f("POST", "/buckets", `{"client_id":"a\ud800","capacity":1}`, "surrogate")
+	f("POST", "/buckets", `{"client_id":"a\udc00b","capacity":1}`, "surrogate")
+	f("POST", "/buckets", "{\"client_id\":\"a\xff\",\"capacity\":1}", "UTF-8")
+	// A valid surrogate pair is a character like any other.
+	e.do(t, "POST", "/buckets", `{"client_id":"emoji-\ud83d\ude00","capacity":1}`).expect(t, 201, "")
+	if _, ok := e.lim.Get("emoji-😀", 0); !ok {
+		t.Fatal("surrogate pair not decoded")
+	}
+	e.do(t, "POST", "/buckets", `{"client_id":"a","capacity":3}`).expect(t, 201, "")
+	f("PUT", "/buckets/a", `{"client_id":null,"capacity":1}`, "client_id must not be null")
+	f("PUT", "/buckets/a", `{"capacity":1,"capacity":2}`, "duplicate field")
+	f("PATCH", "/buckets/a", `{"Tokens":1}`, "unknown field")
+	if b, _ := e.lim.Get("a", 0); b.Capacity != 3 {
+		t.Fatalf("a rejected write changed the bucket: %+v", b)
+	}
 }

@@ -2,8 +2,10 @@ package admin
 
 import (
 	"bytes"
+	stdjson "encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"unicode/utf8"
 
@@ -28,7 +30,11 @@ type bucketBody struct {
 	RatePerSec json.RawMessage `json:"rate_per_sec"`
 }
 
-// decodeBody parses a JSON object with no unknown fields and nothing after it.
+// decodeBody parses a JSON object strictly, as the README promises: only
+// the four fields, in their exact case, each at most once, never null, in
+// valid UTF-8, and nothing after the object. goccy/go-json alone would match
+// keys case-insensitively and let a duplicate key win, so the object is
+// walked with encoding/json's tokenizer first.
 func decodeBody(data []byte) (bucketBody, error) {
 	var b bucketBody
 	trimmed := bytes.TrimSpace(data)
@@ -38,12 +44,41 @@ func decodeBody(data []byte) (bucketBody, error) {
 	if trimmed[0] != '{' {
 		return b, errors.New("request body must be a JSON object")
 	}
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&b); err != nil {
+	if !utf8.Valid(trimmed) {
+		return b, errors.New("request body is not valid UTF-8")
+	}
+	dec := stdjson.NewDecoder(bytes.NewReader(trimmed))
+	if _, err := dec.Token(); err != nil {
 		return b, fmt.Errorf("malformed JSON: %v", err)
 	}
-	if dec.More() {
+	fields := map[string]*json.RawMessage{
+		"client_id": &b.ClientID, "capacity": &b.Capacity, "tokens": &b.Tokens, "rate_per_sec": &b.RatePerSec,
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return b, fmt.Errorf("malformed JSON: %v", err)
+		}
+		key, _ := tok.(string)
+		var raw stdjson.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return b, fmt.Errorf("malformed JSON: %v", err)
+		}
+		dst, ok := fields[key]
+		switch {
+		case !ok:
+			return b, fmt.Errorf("unknown field %q (fields are client_id, capacity, tokens, rate_per_sec, in lower case)", key)
+		case *dst != nil:
+			return b, fmt.Errorf("duplicate field %q", key)
+		case string(raw) == "null":
+			return b, fmt.Errorf("%s must not be null", key)
+		}
+		*dst = json.RawMessage(raw)
+	}
+	if _, err := dec.Token(); err != nil {
+		return b, fmt.Errorf("malformed JSON: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
 		return b, errors.New("malformed JSON: data after the object")
 	}
 	return b, nil
@@ -57,7 +92,51 @@ func parseClientID(raw json.RawMessage) (string, error) {
 	if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &id) != nil {
 		return "", errors.New("client_id must be a string")
 	}
+	if loneSurrogate(raw) {
+		// A decoder would store U+FFFD in its place: another ID than sent.
+		return "", errors.New("client_id has a lone UTF-16 surrogate escape")
+	}
 	return id, checkClientID(id)
+}
+
+// loneSurrogate reports whether a JSON string has a \uD800-\uDFFF escape
+// that is not half of a valid surrogate pair.
+func loneSurrogate(raw []byte) bool {
+	for i := 0; i+1 < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		if raw[i+1] != 'u' {
+			i++ // \\, \" and the like: skip the escaped byte
+			continue
+		}
+		r, ok := hex4(raw, i+2)
+		if !ok {
+			return false // malformed; the decoder reports it
+		}
+		i += 5
+		switch {
+		case r >= 0xdc00 && r <= 0xdfff:
+			return true
+		case r >= 0xd800 && r <= 0xdbff:
+			if i+6 < len(raw) && raw[i+1] == '\\' && raw[i+2] == 'u' {
+				if lo, ok := hex4(raw, i+3); ok && lo >= 0xdc00 && lo <= 0xdfff {
+					i += 6
+					continue
+				}
+			}
+			return true
+		}
+	}
+	return false
+}
+
+func hex4(b []byte, at int) (rune, bool) {
+	if at+4 > len(b) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(b[at:at+4]), 16, 16)
+	return rune(n), err == nil
 }
 
 func checkClientID(id string) error {

@@ -21,6 +21,7 @@ type Config struct {
 	Listen         string        `env:"EQUALIZER_LISTEN" envDefault:":8080" help:"proxy listener"`
 	AdminListen    string        `env:"EQUALIZER_ADMIN_LISTEN" envDefault:"127.0.0.1:8090" help:"admin listener: /buckets, /healthz, /readyz, /metrics"`
 	AdminToken     string        `env:"EQUALIZER_ADMIN_TOKEN" help:"when set, admin calls need Authorization: Bearer <token>"`
+	AdminHosts     []string      `env:"EQUALIZER_ADMIN_HOSTS" help:"host names the admin API answers besides IP addresses and localhost (DNS rebinding guard), e.g. equalizer:8090"`
 	Backends       []string      `env:"EQUALIZER_BACKENDS" envDefault:"http://localhost:8081,http://localhost:8082,http://localhost:8083" help:"comma-separated backend URLs"`
 	Strategy       string        `env:"EQUALIZER_STRATEGY" envDefault:"round_robin" help:"backend selection: round_robin or random"`
 	HealthInterval time.Duration `env:"EQUALIZER_HEALTH_INTERVAL" envDefault:"5s" help:"active health check period"`

@@ -157,7 +157,8 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 		ErrorHandler:                  proxy.ServerErrorHandler,
 		Logger:                        fasthttpLogger{log},
 	}
-	api := admin.New(admin.Config{Token: cfg.AdminToken, DefaultLimit: cfg.APIDefaultLimit, RatePerSec: cfg.RatePerSec()},
+	api := admin.New(admin.Config{Token: cfg.AdminToken, DefaultLimit: cfg.APIDefaultLimit, RatePerSec: cfg.RatePerSec(),
+		Hosts: cfg.AdminHosts, Pprof: cfg.Pprof},
 		lim, backendPool, admin.NewMetrics(&px.Stats, backendPool, lim), log)
 	adminServer := &fasthttp.Server{
 		Handler:            api.Handler(),

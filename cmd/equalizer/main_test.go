@@ -160,6 +160,7 @@ func (in *instance) get(t *testing.T, path string, header ...string) (int, http.
 func (in *instance) adminCall(t *testing.T, method, path, body string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, "http://"+in.admin+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
