@@ -453,7 +453,7 @@ func TestBrowserCannotDriveTheAPI(t *testing.T) {
 	post("Host: "+addr+"\r\n").expect(t, 415, "application/json")
 	post("Host: "+addr+"\r\nOrigin: null\r\nContent-Type: application/json\r\n").expect(t, 403, "cross-origin")
 	// DNS rebinding: the page's own name in Host.
-	post("Host: evil.example:" + strings.Split(addr, ":")[1] + "\r\nContent-Type: application/json\r\n").expect(t, 403, "not allowed")
+	post("Host: evil.example:"+strings.Split(addr, ":")[1]+"\r\nContent-Type: application/json\r\n").expect(t, 403, "not allowed")
 	e.raw(t, "GET /buckets HTTP/1.1\r\nHost: evil.example\r\n\r\n").expect(t, 403, "not allowed")
 	if e.lim.Len() != 0 {
 		t.Fatalf("a refused request created a bucket")
