@@ -6,6 +6,8 @@
 #
 #   bench/run.sh                      # full run: 3 rounds x {64,256} connections x 10 s
 #   ROUNDS=1 DURATION=3 bench/run.sh  # a quick look
+#   BASELINE=48d227b bench/run.sh     # also gopher-equalizer built from an
+#                                     # earlier commit, interleaved in the same run
 #
 # Output: a Markdown table on stdout and in bench/out/results.md, raw wrk
 # output in bench/out/, a chart in bench/out/chart.svg.
@@ -50,6 +52,11 @@ echo "building" >&2
 go build -o "$WORK/equalizer" ./cmd/equalizer
 go build -o "$WORK/backend" ./bench/backend
 go build -o "$WORK/report" ./bench/report
+if [ -n "${BASELINE:-}" ]; then
+  mkdir -p "$WORK/baseline-src"
+  git archive "$BASELINE" | tar -x -C "$WORK/baseline-src"
+  (cd "$WORK/baseline-src" && go build -o "$WORK/equalizer-baseline" ./cmd/equalizer)
+fi
 
 # start NAME CMD... runs a process in the background and records its PID.
 start() {
@@ -77,7 +84,7 @@ eq() { # eq NAME PORT [VAR=VALUE...]: gopher-equalizer with logging at warn
   local name=$1 port=$2; shift 2
   start "$name" env -i PATH="$PATH" EQUALIZER_LISTEN=127.0.0.1:$port EQUALIZER_ADMIN_LISTEN=127.0.0.1:$((port + 1000)) \
     EQUALIZER_BACKENDS="$BACKENDS" EQUALIZER_LOG_LEVEL=warn \
-    EQUALIZER_BUCKET_CAPACITY=1000000000 EQUALIZER_BUCKET_REFILL_AMOUNT=1000000000 "$@" "$WORK/equalizer"
+    EQUALIZER_BUCKET_CAPACITY=1000000000 EQUALIZER_BUCKET_REFILL_AMOUNT=1000000000 "$@" "${EQ_BIN:-$WORK/equalizer}"
 }
 
 # A throwaway PostgreSQL for the persistence run, as the tests make one.
@@ -93,6 +100,7 @@ eq equalizer 9201
 eq equalizer-nolimit 9202 EQUALIZER_RATE_LIMIT=false
 eq equalizer-pg 9203 EQUALIZER_DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres?sslmode=disable"
 eq equalizer-header 9204 EQUALIZER_CLIENT_KEY=header:X-Client
+[ -n "${BASELINE:-}" ] && EQ_BIN=$WORK/equalizer-baseline eq equalizer-baseline 9206
 start equalizer-429 env -i PATH="$PATH" EQUALIZER_LISTEN=127.0.0.1:9205 EQUALIZER_ADMIN_LISTEN=127.0.0.1:10205 \
   EQUALIZER_BACKENDS="$BACKENDS" EQUALIZER_LOG_LEVEL=warn \
   EQUALIZER_BUCKET_CAPACITY=1 EQUALIZER_BUCKET_REFILL_AMOUNT=1 EQUALIZER_BUCKET_REFILL_INTERVAL=24h "$WORK/equalizer"
@@ -185,6 +193,7 @@ TARGETS=(
   "gopher-equalizer-one-client-header 127.0.0.1:9204 single.lua"
   "gopher-equalizer-100k-clients 127.0.0.1:9204 many.lua"
 )
+[ -n "${BASELINE:-}" ] && TARGETS=("${TARGETS[@]:0:2}" "gopher-equalizer-baseline-$BASELINE 127.0.0.1:9206" "${TARGETS[@]:2}")
 for t in "${TARGETS[@]}"; do set -- $t; wait_http "$2"; done
 curl -s -o /dev/null 127.0.0.1:9205/ # spend the only token of the 429 run
 
@@ -206,7 +215,7 @@ done
 
 {
   echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $(go version | cut -d' ' -f3)"
-  echo "Command: ROUNDS=$ROUNDS DURATION=$DURATION CONNS=\"$CONNS\" WRK_THREADS=$WRK_THREADS bench/run.sh"
+  echo "Command: ${BASELINE:+BASELINE=$BASELINE }ROUNDS=$ROUNDS DURATION=$DURATION CONNS=\"$CONNS\" WRK_THREADS=$WRK_THREADS bench/run.sh"
   echo
   "$WORK/report" -svg "$OUT/chart.svg" "$OUT/results.tsv"
 } | tee "$OUT/results.md"

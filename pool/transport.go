@@ -160,9 +160,11 @@ func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 	return false, nil
 }
 
-// hasBody reports whether req sent a body upstream.
+// hasBody reports whether req sent a body upstream. (A GET without one
+// reads as ContentLength -2, "no body", not 0.)
 func hasBody(req *fasthttp.Request) bool {
-	return req.Header.ContentLength() != 0 || len(req.Body()) > 0
+	cl := req.Header.ContentLength()
+	return cl > 0 || cl == -1 || len(req.Body()) > 0
 }
 
 // timeoutError maps any timeout to fasthttp.ErrTimeout, which the proxy

@@ -28,6 +28,15 @@ const forged = "HTTP/1.1 200 OK\r\nSet-Cookie: session=stolen\r\nContent-Length:
 // framing wrong in the ways real servers do.
 func startKeepAliveRawBackend(t *testing.T, answer func(w io.Writer, r *http.Request)) string {
 	t.Helper()
+	url, _ := startCountingRawBackend(t, answer)
+	return url
+}
+
+// startCountingRawBackend is startKeepAliveRawBackend that also counts the
+// connections it accepted.
+func startCountingRawBackend(t *testing.T, answer func(w io.Writer, r *http.Request)) (string, *atomic.Int64) {
+	t.Helper()
+	var accepted atomic.Int64
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -39,6 +48,7 @@ func startKeepAliveRawBackend(t *testing.T, answer func(w io.Writer, r *http.Req
 			if err != nil {
 				return
 			}
+			accepted.Add(1)
 			go func() {
 				defer c.Close()
 				br := bufio.NewReader(c)
@@ -52,13 +62,17 @@ func startKeepAliveRawBackend(t *testing.T, answer func(w io.Writer, r *http.Req
 			}()
 		}
 	}()
-	return "http://" + ln.Addr().String()
+	return "http://" + ln.Addr().String(), &accepted
 }
 
 // echoID answers a GET with the id of its query, so every client can check
 // that the answer it got is its own.
 func echoID(w io.Writer, r *http.Request) {
 	body := "you are " + r.URL.Query().Get("id")
+	if r.Method == "HEAD" {
+		fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(body))
+		return
+	}
 	fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 }
 
@@ -124,6 +138,39 @@ func TestNoResponseReachesTheWrongClient(t *testing.T) {
 				t.Errorf("no unsolicited bytes counted")
 			}
 		})
+	}
+}
+
+// TestConnectionsAreReused guards the guards: requests without a body keep
+// their backend connection alive; only requests with one close it.
+func TestConnectionsAreReused(t *testing.T) {
+	url, accepted := startCountingRawBackend(t, echoID)
+	h := startProxy(t, options{}, url)
+	c := &fasthttp.HostClient{Addr: h.addr, MaxConns: 1}
+	for _, method := range []string{"GET", "HEAD", "OPTIONS", "DELETE"} {
+		for range 10 {
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			req.Header.SetMethod(method)
+			req.SetRequestURI("http://" + h.addr + "/?id=1")
+			if err := c.Do(req, resp); err != nil || resp.StatusCode() != 200 {
+				t.Fatalf("%s: %v %d", method, err, resp.StatusCode())
+			}
+			fasthttp.ReleaseRequest(req)
+			fasthttp.ReleaseResponse(resp)
+		}
+	}
+	if n := accepted.Load(); n != 1 {
+		t.Fatalf("40 requests without a body used %d backend connections, want 1", n)
+	}
+	for range 3 {
+		if code, _, err := c.Post(nil, "http://"+h.addr+"/?id=2", &fasthttp.Args{}); err != nil || code != 200 {
+			t.Fatalf("POST: %v %d", err, code)
+		}
+	}
+	raw(t, h.addr, "POST /?id=3 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi")
+	raw(t, h.addr, "GET /?id=4 HTTP/1.1\r\nHost: h\r\n\r\n")
+	if n := accepted.Load(); n != 2 {
+		t.Fatalf("after a request with a body, %d connections, want 2 (one closed after the body)", n)
 	}
 }
 
