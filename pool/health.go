@@ -1,7 +1,13 @@
 package pool
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,12 +18,57 @@ import (
 // HealthConfig controls active health checks.
 type HealthConfig struct {
 	Interval time.Duration // time between rounds of probes
-	Timeout  time.Duration // one probe's deadline
-	Path     string        // GET path; a status below 500 is healthy
+	Timeout  time.Duration // one probe's deadline, connect to last byte read
+	Path     string        // GET path
+	// Status lists the statuses that count as healthy; nil means 200-399,
+	// like HAProxy's "option httpchk".
+	Status StatusSet
 	// Fall is how many failed probes in a row take a healthy backend out of
 	// rotation, Rise how many good probes bring it back. 1 and 1 mean the
 	// next probe decides, as HAProxy's "fall 1 rise 1".
 	Fall, Rise int
+}
+
+// maxProbeBody is how much of a health page a probe reads. The probe uses a
+// connection of its own for each round and closes it, so a longer page, or
+// a head and body written apart, can never be mistaken for the next answer.
+const maxProbeBody = 64 << 10
+
+// StatusSet is a list of status ranges, such as 200-399 or 200,204.
+type StatusSet [][2]int
+
+// ParseStatusSet parses EQUALIZER_HEALTH_STATUS: comma-separated codes or
+// ranges of codes between 100 and 599.
+func ParseStatusSet(s string) (StatusSet, error) {
+	var set StatusSet
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err1 := strconv.Atoi(strings.TrimSpace(lo))
+		b := a
+		var err2 error
+		if isRange {
+			b, err2 = strconv.Atoi(strings.TrimSpace(hi))
+		}
+		if err1 != nil || err2 != nil || a < 100 || b > 599 || a > b {
+			return nil, fmt.Errorf("%q is not a status code or a range such as 200-399", part)
+		}
+		set = append(set, [2]int{a, b})
+	}
+	return set, nil
+}
+
+// Has reports whether code is in the set (200-399 for an empty set).
+func (s StatusSet) Has(code int) bool {
+	if len(s) == 0 {
+		return code >= 200 && code <= 399
+	}
+	for _, r := range s {
+		if code >= r[0] && code <= r[1] {
+			return true
+		}
+	}
+	return false
 }
 
 // Checker probes every backend each Interval and updates the pool. Run it in
@@ -31,8 +82,15 @@ type Checker struct {
 
 type probeState struct {
 	backend *Backend
-	client  *fasthttp.HostClient // own connections, so a busy pool never fails a probe
-	streak  int                  // consecutive results that disagree with the current state
+	streak  int // consecutive results that disagree with the current state
+}
+
+// probeResult is one probe: healthy or not, and why.
+type probeResult struct {
+	ok      bool
+	status  int
+	err     error
+	latency time.Duration
 }
 
 // NewChecker prepares probes for every backend of p.
@@ -41,15 +99,7 @@ func NewChecker(p *Pool, cfg HealthConfig, log zerolog.Logger) *Checker {
 	cfg.Rise = max(cfg.Rise, 1)
 	c := &Checker{pool: p, cfg: cfg, log: log}
 	for _, b := range p.all {
-		c.probes = append(c.probes, &probeState{
-			backend: b,
-			client: &fasthttp.HostClient{
-				Addr:                      b.Addr,
-				MaxConns:                  1,
-				NoDefaultUserAgentHeader:  true,
-				MaxIdemponentCallAttempts: 1,
-			},
-		})
+		c.probes = append(c.probes, &probeState{backend: b})
 	}
 	return c
 }
@@ -80,10 +130,10 @@ func (c *Checker) safeRound() {
 
 // CheckOnce probes every backend once, in parallel, and applies the results.
 func (c *Checker) CheckOnce() {
-	results := make([]bool, len(c.probes))
+	results := make([]probeResult, len(c.probes))
 	var wg sync.WaitGroup
 	for i, ps := range c.probes {
-		wg.Go(func() { results[i] = c.probe(ps) })
+		wg.Go(func() { results[i] = c.probe(ps.backend) })
 	}
 	wg.Wait()
 	for i, ps := range c.probes {
@@ -91,41 +141,75 @@ func (c *Checker) CheckOnce() {
 	}
 }
 
-func (c *Checker) apply(ps *probeState, ok bool) {
+func (c *Checker) apply(ps *probeState, r probeResult) {
 	b := ps.backend
-	if ok == b.Healthy() {
+	if r.ok == b.Healthy() {
 		ps.streak = 0
 		return
 	}
 	ps.streak++
 	need := c.cfg.Fall
-	if ok {
+	if r.ok {
 		need = c.cfg.Rise
 	}
 	if ps.streak < need {
 		return
 	}
 	ps.streak = 0
-	if c.pool.SetHealthy(b, ok) {
+	if c.pool.SetHealthy(b, r.ok) {
 		ev := c.log.Warn()
-		if ok {
+		if r.ok {
 			ev = c.log.Info()
 		}
-		ev.Str("backend", b.URL).Bool("healthy", ok).Int("healthy_backends", len(c.pool.Healthy())).Msg("backend health changed")
+		if r.status != 0 {
+			ev = ev.Int("status", r.status)
+		}
+		if r.err != nil {
+			ev = ev.Err(r.err).Bool("timeout", errors.Is(r.err, fasthttp.ErrTimeout))
+		}
+		ev.Str("backend", b.URL).Bool("healthy", r.ok).Dur("probe_latency", r.latency).
+			Int("healthy_backends", len(c.pool.Healthy())).Msg("backend health changed")
 	}
 }
 
-func (c *Checker) probe(ps *probeState) bool {
+// probe sends one GET on a fresh connection, reads the answer (at most
+// maxProbeBody of its body) and closes the connection.
+func (c *Checker) probe(b *Backend) probeResult {
+	start := time.Now()
+	deadline := start.Add(c.cfg.Timeout)
+	result := func(status int, err error) probeResult {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			err = fmt.Errorf("%w after %v", fasthttp.ErrTimeout, c.cfg.Timeout)
+		}
+		return probeResult{ok: err == nil && c.cfg.Status.Has(status), status: status, err: err, latency: time.Since(start)}
+	}
+	conn, err := net.DialTimeout("tcp", b.Addr, c.cfg.Timeout)
+	if err != nil {
+		return result(0, err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(deadline); err != nil {
+		return result(0, err)
+	}
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI(c.cfg.Path)
-	req.Header.SetHost(ps.backend.Addr)
+	req.Header.SetHost(b.Addr)
 	req.Header.Set(fasthttp.HeaderUserAgent, "gopher-equalizer-health")
-	resp.SkipBody = true
-	if err := ps.client.DoTimeout(req, resp, c.cfg.Timeout); err != nil {
-		return false
+	req.SetConnectionClose()
+	bw := bufio.NewWriter(conn)
+	if err := req.Write(bw); err != nil {
+		return result(0, err)
 	}
-	return resp.StatusCode() < 500
+	if err := bw.Flush(); err != nil {
+		return result(0, err)
+	}
+	err = resp.ReadLimitBody(bufio.NewReader(conn), maxProbeBody)
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		err = nil // the status is in; the rest of a long page does not matter
+	}
+	return result(resp.StatusCode(), err)
 }

@@ -135,7 +135,7 @@ func TestHealthCheckTakesBackendOutAndBack(t *testing.T) {
 	if h := p.Healthy(); len(h) != 1 || h[0] != b {
 		t.Fatalf("after 503: healthy %v", h)
 	}
-	up.status.Store(404) // below 500 counts as healthy
+	up.status.Store(302) // 2xx and 3xx count as healthy by default
 	c.CheckOnce()
 	if len(p.Healthy()) != 2 {
 		t.Fatalf("after recovery: healthy %d", len(p.Healthy()))

@@ -26,7 +26,8 @@ type Config struct {
 	Strategy       string        `env:"EQUALIZER_STRATEGY" envDefault:"round_robin" help:"backend selection: round_robin or random"`
 	HealthInterval time.Duration `env:"EQUALIZER_HEALTH_INTERVAL" envDefault:"5s" help:"active health check period"`
 	HealthTimeout  time.Duration `env:"EQUALIZER_HEALTH_TIMEOUT" envDefault:"1s" help:"one probe's timeout"`
-	HealthPath     string        `env:"EQUALIZER_HEALTH_PATH" envDefault:"/" help:"probe path; a status below 500 is healthy"`
+	HealthPath     string        `env:"EQUALIZER_HEALTH_PATH" envDefault:"/" help:"probe path; each probe reads the answer (64 KiB of body at most) on a connection of its own"`
+	HealthStatus   string        `env:"EQUALIZER_HEALTH_STATUS" envDefault:"200-399" help:"statuses that count as healthy: codes and ranges, e.g. 200-399 or 200,204"`
 	HealthFall     int           `env:"EQUALIZER_HEALTH_FALL" envDefault:"1" help:"failed probes in a row that take a backend out"`
 	HealthRise     int           `env:"EQUALIZER_HEALTH_RISE" envDefault:"1" help:"good probes in a row that bring a backend back"`
 	PassiveFails   int           `env:"EQUALIZER_PASSIVE_FAILS" envDefault:"3" help:"connection failures in a row that take a backend out until its next good probe; 0 disables"`
@@ -121,6 +122,9 @@ func (c *Config) validate(environ map[string]string) error {
 	}
 	if c.IPv6Prefix < 1 || c.IPv6Prefix > 128 {
 		return bad("IPv6Prefix", "must be a prefix length between 1 and 128")
+	}
+	if _, err := pool.ParseStatusSet(c.HealthStatus); err != nil {
+		return bad("HealthStatus", err.Error())
 	}
 	if !strings.HasPrefix(c.HealthPath, "/") {
 		return bad("HealthPath", "must start with /")

@@ -184,8 +184,9 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 	healthCtx, stopHealth := context.WithCancel(context.Background())
 	persistCtx, stopPersist := context.WithCancel(context.Background())
 	var background sync.WaitGroup
+	healthStatus, _ := pool.ParseStatusSet(cfg.HealthStatus)
 	checker := pool.NewChecker(backendPool, pool.HealthConfig{
-		Interval: cfg.HealthInterval, Timeout: cfg.HealthTimeout, Path: cfg.HealthPath,
+		Interval: cfg.HealthInterval, Timeout: cfg.HealthTimeout, Path: cfg.HealthPath, Status: healthStatus,
 		Fall: cfg.HealthFall, Rise: cfg.HealthRise,
 	}, log)
 	background.Go(func() { checker.Run(healthCtx) })
