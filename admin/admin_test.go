@@ -68,7 +68,7 @@ func start(t *testing.T, token string) *env {
 	b, _ := pool.NewBackend("http://127.0.0.1:1", pool.ClientOptions{})
 	p := pool.New([]*pool.Backend{b}, &pool.RoundRobin{})
 	var stats proxy.Stats
-	api := New(Config{Token: token, DefaultLimit: 10, RatePerSec: 100}, lim, p, NewMetrics(&stats, p, lim), zerolog.Nop())
+	api := New(Config{Token: token, DefaultLimit: 10, RatePerSec: 100}, lim, p, NewMetrics(&stats, p, lim, nil), zerolog.Nop())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,7 @@ import (
 // NewMetrics builds the /metrics set. Every value is read at scrape time
 // from the atomics the request path already keeps, so metrics add no work
 // per request.
-func NewMetrics(stats *proxy.Stats, p *pool.Pool, lim *limiter.Limiter) *metrics.Set {
+func NewMetrics(stats *proxy.Stats, p *pool.Pool, lim *limiter.Limiter, openTunnels func() int) *metrics.Set {
 	set := metrics.NewSet()
 	counter := func(name string, v *atomic.Uint64) {
 		set.NewGauge(name, func() float64 { return float64(v.Load()) })
@@ -25,6 +25,8 @@ func NewMetrics(stats *proxy.Stats, p *pool.Pool, lim *limiter.Limiter) *metrics
 	counter(`equalizer_requests_total{outcome="unavailable"}`, &stats.Unavailable)
 	counter(`equalizer_requests_total{outcome="timeout"}`, &stats.Timeout)
 	counter(`equalizer_requests_total{outcome="bad_request"}`, &stats.BadRequest)
+	counter(`equalizer_requests_total{outcome="too_large"}`, &stats.TooLarge)
+	counter(`equalizer_tunnels_total`, &stats.Tunnels)
 	for _, b := range p.Backends() {
 		set.NewGauge(fmt.Sprintf(`equalizer_backend_requests_total{backend=%q}`, b.URL), func() float64 { return float64(b.Requests()) })
 		set.NewGauge(fmt.Sprintf(`equalizer_backend_failures_total{backend=%q}`, b.URL), func() float64 { return float64(b.Failures()) })
@@ -36,6 +38,9 @@ func NewMetrics(stats *proxy.Stats, p *pool.Pool, lim *limiter.Limiter) *metrics
 			}
 			return 0
 		})
+	}
+	if openTunnels != nil {
+		set.NewGauge(`equalizer_open_tunnels`, func() float64 { return float64(openTunnels()) })
 	}
 	set.NewGauge(`equalizer_healthy_backends`, func() float64 { return float64(len(p.Healthy())) })
 	set.NewGauge(`equalizer_buckets`, func() float64 { return float64(lim.Len()) })

@@ -33,6 +33,8 @@ type Backend struct {
 	discardedConns atomic.Uint64
 	unsolicited    atomic.Uint64 // of those, the ones with unrequested bytes
 	log            *logthrottle.Logger
+	streamIdle     time.Duration
+	idle           idleConns // idle connections, managed by the transport
 }
 
 // ClientOptions are the HostClient settings shared by every backend.
@@ -41,10 +43,9 @@ type ClientOptions struct {
 	MaxConns        int
 	MaxIdleConnTime time.Duration
 	ReadBufferSize  int
-	MaxResponseBody int
-	// MaxConnWait is how long a request waits for a free connection when
-	// MaxConns are busy before it fails with ErrNoFreeConns.
-	MaxConnWait time.Duration
+	// StreamIdleTimeout is the longest pause between two reads of a
+	// streamed response body (EQUALIZER_STREAM_IDLE_TIMEOUT).
+	StreamIdleTimeout time.Duration
 	// Log reports unsolicited backend bytes, throttled; nil logs nothing.
 	Log *logthrottle.Logger
 }
@@ -69,7 +70,8 @@ func NewBackend(rawURL string, opt ClientOptions) (*Backend, error) {
 	}
 	dialer := &fasthttp.TCPDialer{}
 	dialTimeout := opt.DialTimeout
-	b := &Backend{URL: rawURL, Addr: addr, log: opt.Log}
+	b := &Backend{URL: rawURL, Addr: addr, log: opt.Log, streamIdle: opt.StreamIdleTimeout}
+	b.idle.maxIdle = opt.MaxIdleConnTime
 	b.Client = &fasthttp.HostClient{
 		Addr: addr,
 		Dial: func(addr string) (net.Conn, error) {
@@ -79,15 +81,12 @@ func NewBackend(rawURL string, opt ClientOptions) (*Backend, error) {
 			}
 			return newUpstreamConn(c), nil
 		},
-		Transport:           &transport{b: b},
-		MaxConns:            opt.MaxConns,
-		MaxIdleConnDuration: opt.MaxIdleConnTime,
-		ReadBufferSize:      opt.ReadBufferSize,
-		MaxResponseBodySize: opt.MaxResponseBody,
-		MaxConnWaitTimeout:  opt.MaxConnWait,
-		// LIFO reuses the most recently used connections, which are hot in
-		// the caches and least likely to have been closed by the backend.
-		ConnPoolStrategy:              fasthttp.LIFO,
+		Transport: &transport{b: b},
+		// The HostClient dials and counts connections (MaxConns); the
+		// transport keeps the idle ones itself (conns.go) and does its own
+		// waiting at the limit, so the HostClient never waits.
+		MaxConns:                      opt.MaxConns,
+		ReadBufferSize:                opt.ReadBufferSize,
 		NoDefaultUserAgentHeader:      true,
 		DisableHeaderNamesNormalizing: true,
 		DisablePathNormalizing:        true,

@@ -75,41 +75,68 @@ type transport struct {
 // anyway, this only caps the work of one request.
 const maxStaleInARow = 64
 
+// acquire returns a checked idle connection that has rested Settle, or a
+// new one. At the connection limit it takes a resting connection that has
+// not settled yet (still checked), and waits for one until the deadline.
+func (t *transport) acquire(hc *fasthttp.HostClient, deadline time.Time) (*held, error) {
+	now := time.Now()
+	force := false
+	for {
+		for stale := 0; stale < maxStaleInARow; stale++ {
+			h := t.b.idle.take(now, force)
+			if h == nil {
+				break
+			}
+			if err := idleCheck(h.conn); err != nil {
+				h.close()
+				t.b.discarded(err)
+				continue
+			}
+			return h, nil
+		}
+		if force && time.Now().After(deadline) {
+			return nil, fasthttp.ErrNoFreeConns
+		}
+		cc, err := hc.AcquireConn(max(time.Until(deadline), 0), false)
+		switch {
+		case err == nil:
+			h := &held{conn: cc.Conn()}
+			h.close = func() { hc.CloseConn(cc) }
+			return h, nil
+		case !errors.Is(err, fasthttp.ErrNoFreeConns):
+			return nil, err
+		}
+		// Every connection is open: take a resting one, or wait for one.
+		if force {
+			time.Sleep(time.Millisecond)
+		}
+		force = true
+		now = time.Now()
+	}
+}
+
 func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
 	timeout := req.GetTimeOut()
 	var deadline time.Time
 	if timeout > 0 {
 		deadline = time.Now().Add(timeout)
 	}
-	cc, err := hc.AcquireConn(timeout, req.ConnectionClose())
-	for stale := 0; err == nil && stale < maxStaleInARow; stale++ {
-		// A fresh connection has no last use and nothing to check.
-		if cc.LastUseTime().IsZero() {
-			break
-		}
-		cerr := idleCheck(cc.Conn())
-		if cerr == nil {
-			break
-		}
-		hc.CloseConn(cc)
-		t.b.discarded(cerr)
-		if timeout > 0 {
-			timeout = time.Until(deadline)
-			if timeout <= 0 {
-				return false, &RoundTripError{StageConnect, fasthttp.ErrTimeout}
-			}
-		}
-		cc, err = hc.AcquireConn(timeout, req.ConnectionClose())
-	}
+	h, err := t.acquire(hc, deadline)
 	if err != nil {
 		return false, &RoundTripError{StageConnect, err}
 	}
-	conn := cc.Conn()
+	conn := h.conn
+
 	resp.ParseNetConn(conn)
 
 	if err = conn.SetWriteDeadline(deadline); err != nil {
-		hc.CloseConn(cc)
+		h.close()
 		return false, &RoundTripError{StageConnect, err}
+	}
+	streaming := req.IsBodyStream() && t.b.streamIdle > 0
+	u, _ := conn.(*upstreamConn)
+	if streaming && u != nil {
+		u.writeIdle = t.b.streamIdle
 	}
 	bw := hc.AcquireWriter(conn)
 	err = req.Write(bw)
@@ -117,45 +144,98 @@ func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 		err = bw.Flush()
 	}
 	hc.ReleaseWriter(bw)
+	if streaming && u != nil {
+		u.writeIdle = 0
+		// The wait for the answer starts once the upload is done.
+		if timeout > 0 {
+			deadline = time.Now().Add(timeout)
+		}
+	}
 	if err != nil {
-		hc.CloseConn(cc)
+		h.close()
 		return false, &RoundTripError{StageSend, timeoutError(err)}
 	}
 
 	if err = conn.SetReadDeadline(deadline); err != nil {
-		hc.CloseConn(cc)
+		h.close()
 		return false, &RoundTripError{StageSend, err}
 	}
-	if req.Header.IsHead() {
-		resp.SkipBody = true
-	}
-	resp.Header.DisableNormalizing()
 	br := hc.AcquireReader(conn)
 	// Wait for the first byte apart, so that a connection that dies before
 	// answering is told from one that sent a broken answer.
 	if _, err = br.Peek(1); err != nil {
 		hc.ReleaseReader(br)
-		hc.CloseConn(cc)
+		h.close()
 		return false, &RoundTripError{StageAwait, timeoutError(err)}
 	}
-	err = resp.ReadLimitBody(br, hc.MaxResponseBodySize)
+	// The head only (1xx answers are skipped); the body is read below.
+	resp.SkipBody = true
+	resp.Header.DisableNormalizing()
+	err = resp.ReadLimitBody(br, 0)
+	resp.SkipBody = false
 	if err == nil && resp.StatusCode() == fasthttp.StatusSwitchingProtocols && len(req.Header.Peek(fasthttp.HeaderUpgrade)) == 0 {
 		err = errUnrequested101
 	}
-	leftover := br.Buffered()
-	hc.ReleaseReader(br)
 	if err != nil {
-		hc.CloseConn(cc)
+		hc.ReleaseReader(br)
+		h.close()
 		return false, &RoundTripError{StageResponse, timeoutError(err)}
 	}
+	reuse := !req.ConnectionClose() && !resp.ConnectionClose() && !hasBody(req)
+
+	status := resp.StatusCode()
+	cl := resp.Header.ContentLength()
+	switch {
+	case status == fasthttp.StatusSwitchingProtocols:
+		// The connection now belongs to the tunnel, with what br holds.
+		resp.SetBodyStream(&Upgraded{conn: conn, br: br, release: h.close}, -1)
+		_ = conn.SetDeadline(time.Time{})
+		return false, nil
+	case req.Header.IsHead() || status < 200 || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified:
+		resp.SkipBody = req.Header.IsHead() // keep the backend's Content-Length for HEAD
+	case cl >= 0 && cl <= SmallBody:
+		if err = resp.ReadBody(br, 0); err != nil {
+			hc.ReleaseReader(br)
+			h.close()
+			return false, &RoundTripError{StageResponse, timeoutError(err)}
+		}
+	default:
+		release := func(ok bool) {
+			hc.ReleaseReader(br)
+			if ok && reuse {
+				t.b.idle.put(h, time.Now())
+			} else {
+				h.close()
+			}
+		}
+		body := &Body{br: br, conn: conn, header: &resp.Header, Idle: t.b.streamIdle, release: release, b: t.b}
+		if body.Idle <= 0 {
+			_ = conn.SetReadDeadline(time.Time{}) // the head arrived; the body may take its time
+		}
+		switch cl {
+		case -1:
+			body.mode = chunked
+		case -2:
+			body.mode = untilClose
+		default:
+			body.mode, body.left = fixedLength, int64(cl)
+		}
+		resp.SetBodyStream(body, cl)
+		if cl < 0 {
+			resp.Header.SetContentLength(-1) // chunked to the client
+		}
+		return false, nil
+	}
+	leftover := br.Buffered()
+	hc.ReleaseReader(br)
 	switch {
 	case leftover > 0:
 		t.b.discarded(fmt.Errorf("%w (%d bytes after the response)", ErrUnsolicited, leftover))
-		hc.CloseConn(cc)
-	case req.ConnectionClose() || resp.ConnectionClose() || hasBody(req):
-		hc.CloseConn(cc)
+		h.close()
+	case reuse:
+		t.b.idle.put(h, time.Now())
 	default:
-		hc.ReleaseConn(cc)
+		h.close()
 	}
 	return false, nil
 }
@@ -164,7 +244,7 @@ func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 // reads as ContentLength -2, "no body", not 0.)
 func hasBody(req *fasthttp.Request) bool {
 	cl := req.Header.ContentLength()
-	return cl > 0 || cl == -1 || len(req.Body()) > 0
+	return req.IsBodyStream() || cl > 0 || cl == -1 || len(req.Body()) > 0
 }
 
 // timeoutError maps any timeout to fasthttp.ErrTimeout, which the proxy

@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"net"
+	"time"
 )
 
 // Errors of a pooled connection that must not carry another request.
@@ -22,6 +23,16 @@ var (
 type upstreamConn struct {
 	net.Conn
 	fd int // -1 when the descriptor is not reachable (not TCP)
+	// writeIdle, while a request body streams, gives each write its own
+	// deadline, so an upload lasts as long as bytes keep moving.
+	writeIdle time.Duration
+}
+
+func (u *upstreamConn) Write(p []byte) (int, error) {
+	if u.writeIdle > 0 {
+		_ = u.Conn.SetWriteDeadline(time.Now().Add(u.writeIdle))
+	}
+	return u.Conn.Write(p)
 }
 
 func newUpstreamConn(c net.Conn) *upstreamConn {
@@ -44,4 +55,12 @@ func idleCheck(c net.Conn) error {
 		return nil
 	}
 	return peekPending(u.fd)
+}
+
+// CloseWrite half-closes the connection, for tunnels.
+func (u *upstreamConn) CloseWrite() error {
+	if cw, ok := u.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return u.Conn.Close()
 }

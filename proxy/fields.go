@@ -17,6 +17,7 @@ var (
 	nameXForwardedFor   = []byte(fasthttp.HeaderXForwardedFor)
 	nameXForwardedProto = []byte(fasthttp.HeaderXForwardedProto)
 	nameXForwardedHost  = []byte(fasthttp.HeaderXForwardedHost)
+	nameUpgrade         = []byte(fasthttp.HeaderUpgrade)
 )
 
 // fields is what one pass over a request's header section found. It points
@@ -30,6 +31,10 @@ type fields struct {
 	xProtoHost int // X-Forwarded-Proto and X-Forwarded-Host lines
 	key        []byte
 	keyLines   int // lines of the key header (header:<Name> mode)
+	// upgrade is the Upgrade field; connectionUpgrade is set when a
+	// Connection line has the upgrade option: together they ask for a tunnel.
+	upgrade           []byte
+	connectionUpgrade bool
 }
 
 // readFields scans h once. keyName is the key header or empty. Only a
@@ -45,6 +50,12 @@ func readFields(h *fasthttp.RequestHeader, keyName []byte) fields {
 			if f.keyLines == 1 {
 				f.key = v
 			}
+		}
+		switch {
+		case len(k) == len("Upgrade") && k[0]|0x20 == 'u' && bytes.EqualFold(k, nameUpgrade):
+			f.upgrade = bytes.TrimSpace(v)
+		case len(k) == len("Connection") && k[0]|0x20 == 'c' && bytes.EqualFold(k, nameConnection):
+			f.connectionUpgrade = f.connectionUpgrade || containsToken(v, "upgrade")
 		}
 		// Cheap filter first: most names do not start with x-forwarded-.
 		if len(k) < len("X-Forwarded-For") || k[0]|0x20 != 'x' || k[1] != '-' {

@@ -58,7 +58,9 @@ func retryable(err error, req *fasthttp.Request) bool {
 	case pool.StageConnect:
 		return connectFailed(err)
 	case pool.StageSend, pool.StageAwait:
-		return idempotent(req.Header.Method())
+		// A streamed body went (in part) to the failed backend: it
+		// cannot be sent again.
+		return idempotent(req.Header.Method()) && !req.IsBodyStream()
 	}
 	return false
 }

@@ -19,6 +19,8 @@ var (
 		nameConnection, []byte("Keep-Alive"), []byte("Proxy-Connection"),
 		[]byte(fasthttp.HeaderProxyAuthenticate), []byte(fasthttp.HeaderProxyAuthorization),
 		nameTE, nameTrailer, []byte(fasthttp.HeaderTransferEncoding), []byte(fasthttp.HeaderUpgrade),
+		// Expect: 100-continue was answered by our server already.
+		[]byte(fasthttp.HeaderExpect),
 	}
 )
 
@@ -28,7 +30,7 @@ func isHop(name []byte, keepTrailer bool) bool {
 		return false
 	}
 	switch name[0] | 0x20 {
-	case 'c', 'k', 'p', 't', 'u':
+	case 'c', 'e', 'k', 'p', 't', 'u':
 	default:
 		return false
 	}
@@ -80,7 +82,7 @@ func stripResponseHop(h *fasthttp.ResponseHeader) {
 	list := listBuf[:0]
 	found := false
 	for k, v := range h.All() {
-		if isHop(k, false) {
+		if isHop(k, true) {
 			found = true
 			list, _ = noteHop(list, false, k, v)
 		}
@@ -92,7 +94,7 @@ func stripResponseHop(h *fasthttp.ResponseHeader) {
 	for range maxDeletePasses {
 		var name []byte
 		for k := range h.All() {
-			if isHop(k, false) || namedIn(list, k) {
+			if isHop(k, true) || namedIn(list, k) {
 				name = append(nameBuf[:0], k...)
 				break
 			}

@@ -30,8 +30,9 @@ func (l LenientListener) Accept() (net.Conn, error) {
 // Only the connection's serving goroutine uses it.
 type clientConn struct {
 	net.Conn
-	atHead bool   // the next bytes read start (or continue) a request head
-	carry  []byte // rewritten bytes that did not fit the caller's buffer
+	atHead bool        // the next bytes read start (or continue) a request head
+	carry  []byte      // rewritten bytes that did not fit the caller's buffer
+	body   requestBody // the streamed request body's wrapper, reused
 }
 
 func (c *clientConn) Read(p []byte) (int, error) {

@@ -23,9 +23,16 @@ import (
 
 // Config is the proxy's part of the configuration.
 type Config struct {
-	// BackendTimeout bounds the whole round trip to a backend; past it the
-	// client gets 504.
+	// BackendTimeout bounds the time until the backend's response head;
+	// past it the client gets 504.
 	BackendTimeout time.Duration
+	// StreamIdleTimeout bounds each pause while a body streams, on either
+	// side (EQUALIZER_STREAM_IDLE_TIMEOUT).
+	StreamIdleTimeout time.Duration
+	// TunnelIdleTimeout closes an Upgrade tunnel silent both ways this long.
+	TunnelIdleTimeout time.Duration
+	// MaxBodySize limits request bodies (413); 0 means unlimited.
+	MaxBodySize int64
 	// RateLimitHeaders adds RateLimit-Limit, RateLimit-Remaining and
 	// RateLimit-Reset to forwarded responses too, not only to 429s.
 	RateLimitHeaders bool
@@ -38,7 +45,9 @@ type Stats struct {
 	BadGateway  atomic.Uint64 // 502
 	Unavailable atomic.Uint64 // 503: no healthy backend, connection limit or bucket table full
 	Timeout     atomic.Uint64 // 504
-	BadRequest  atomic.Uint64 // 400: unusable client key
+	BadRequest  atomic.Uint64 // 400: unusable client key or header name
+	TooLarge    atomic.Uint64 // 413: request body over EQUALIZER_MAX_BODY_SIZE
+	Tunnels     atomic.Uint64 // Upgrade tunnels opened
 }
 
 // Proxy is the fasthttp handler. It is safe for concurrent use.
@@ -49,8 +58,9 @@ type Proxy struct {
 	key     ClientKey
 	Stats   Stats
 
-	log    zerolog.Logger
-	errLog *logthrottle.Logger
+	log     zerolog.Logger
+	errLog  *logthrottle.Logger
+	tunnels tunnels
 }
 
 // New returns a proxy over p. lim may be nil to forward without limiting.
@@ -94,8 +104,18 @@ func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
 		return
 	}
 
+	if !p.streamRequest(ctx) {
+		return
+	}
+	// The protocol an Upgrade asks for, copied: stripping reshuffles the header.
+	var upgradeBuf [64]byte
+	upgrade := append(upgradeBuf[:0], upgradeAsked(&f)...)
 	toOriginForm(req)
 	stripRequest(&req.Header)
+	if len(upgrade) > 0 {
+		req.Header.Set(fasthttp.HeaderConnection, "Upgrade")
+		req.Header.SetBytesV(fasthttp.HeaderUpgrade, upgrade)
+	}
 	setForwarded(ctx, &f, peer, trusted)
 	// Keep the client's Host header instead of the one parsed from the URI;
 	// an HTTP/1.0 request without one gets the backend's.
@@ -115,16 +135,35 @@ func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
 		req.Header.SetProtocolBytes(http10Proto)
 	}
 	if err != nil {
+		if errors.Is(err, errBodyTooLarge) {
+			// The client's fault, not the backend's: mid-stream 413.
+			p.Stats.TooLarge.Add(1)
+			ctx.Error("request body too large\n", fasthttp.StatusRequestEntityTooLarge)
+			ctx.SetConnectionClose()
+			return
+		}
 		b.CountFailure()
 		p.fail(ctx, b, err)
 		return
 	}
+	if up, ok := ctx.Response.BodyStream().(*pool.Upgraded); ok {
+		if len(upgrade) == 0 || !p.startTunnel(ctx, up, upgrade) {
+			b.CountFailure()
+			p.fail(ctx, b, errWrongUpgrade)
+			return
+		}
+		p.Stats.Forwarded.Add(1)
+		return
+	}
 	stripResponse(&ctx.Response.Header)
+	p.streamResponse(ctx, http10)
 	p.Stats.Forwarded.Add(1)
 	if p.cfg.RateLimitHeaders && p.limiter != nil {
 		setRateLimitHeaders(&ctx.Response.Header, &d)
 	}
 }
+
+var errWrongUpgrade = errors.New("backend switched to another protocol than the one asked for")
 
 var (
 	http11      = []byte("HTTP/1.1")

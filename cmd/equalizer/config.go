@@ -48,14 +48,16 @@ type Config struct {
 	APIDefaultLimit        int           `env:"EQUALIZER_API_DEFAULT_LIMIT" envDefault:"10" help:"page size of GET /buckets without limit"`
 
 	ShutdownTimeout    time.Duration `env:"EQUALIZER_SHUTDOWN_TIMEOUT" envDefault:"10s" help:"drain time on SIGINT/SIGTERM"`
-	BackendTimeout     time.Duration `env:"EQUALIZER_BACKEND_TIMEOUT" envDefault:"30s" help:"whole round trip to a backend; past it the client gets 504"`
+	BackendTimeout     time.Duration `env:"EQUALIZER_BACKEND_TIMEOUT" envDefault:"60s" help:"time until the backend's response head (after the request was sent); past it the client gets 504"`
+	StreamIdleTimeout  time.Duration `env:"EQUALIZER_STREAM_IDLE_TIMEOUT" envDefault:"60s" help:"longest pause between two reads on either side while a body streams"`
+	TunnelIdleTimeout  time.Duration `env:"EQUALIZER_TUNNEL_IDLE_TIMEOUT" envDefault:"1h" help:"an Upgrade tunnel (WebSocket) silent both ways this long is closed"`
 	DialTimeout        time.Duration `env:"EQUALIZER_DIAL_TIMEOUT" envDefault:"3s" help:"TCP connect timeout to a backend"`
 	MaxConnsPerBackend int           `env:"EQUALIZER_MAX_CONNS_PER_BACKEND" envDefault:"512" help:"most open connections to one backend"`
 	BackendIdleTimeout time.Duration `env:"EQUALIZER_BACKEND_IDLE_TIMEOUT" envDefault:"60s" help:"an idle backend connection is closed after this"`
-	ReadTimeout        time.Duration `env:"EQUALIZER_READ_TIMEOUT" envDefault:"60s" help:"time to read a client request, headers and body"`
+	ReadTimeout        time.Duration `env:"EQUALIZER_READ_TIMEOUT" envDefault:"60s" help:"time to read a client's request head; its body then streams under EQUALIZER_STREAM_IDLE_TIMEOUT"`
 	WriteTimeout       time.Duration `env:"EQUALIZER_WRITE_TIMEOUT" envDefault:"60s" help:"time to write a response to a client"`
 	IdleTimeout        time.Duration `env:"EQUALIZER_IDLE_TIMEOUT" envDefault:"90s" help:"an idle client keep-alive connection is closed after this"`
-	MaxBodySize        int           `env:"EQUALIZER_MAX_BODY_SIZE" envDefault:"4194304" help:"largest request or response body in bytes; a larger request gets 413"`
+	MaxBodySize        int64         `env:"EQUALIZER_MAX_BODY_SIZE" envDefault:"0" help:"largest request body in bytes, 0 = unlimited; a larger one gets 413; responses are never cut"`
 	MaxHeaderSize      int           `env:"EQUALIZER_MAX_HEADER_SIZE" envDefault:"8192" help:"largest request header in bytes; a larger one gets 431"`
 	MaxClientConns     int           `env:"EQUALIZER_MAX_CLIENT_CONNS" envDefault:"262144" help:"most concurrent client connections"`
 
@@ -144,12 +146,15 @@ func (c *Config) validate(environ map[string]string) error {
 	for field, v := range map[string]int64{
 		"BucketCapacity": c.BucketCapacity, "BucketRefillAmount": c.BucketRefillAmount,
 		"MaxBuckets": int64(c.MaxBuckets), "MaxConnsPerBackend": int64(c.MaxConnsPerBackend),
-		"MaxBodySize": int64(c.MaxBodySize), "MaxHeaderSize": int64(c.MaxHeaderSize),
+		"MaxHeaderSize":  int64(c.MaxHeaderSize),
 		"MaxClientConns": int64(c.MaxClientConns), "HealthFall": int64(c.HealthFall), "HealthRise": int64(c.HealthRise),
 	} {
 		if v <= 0 {
 			return bad(field, "must be greater than 0")
 		}
+	}
+	if c.MaxBodySize < 0 {
+		return bad("MaxBodySize", "must be 0 (unlimited) or more")
 	}
 	if c.BucketCapacity > 1_000_000_000 {
 		return bad("BucketCapacity", "must be at most 1000000000")
@@ -159,6 +164,7 @@ func (c *Config) validate(environ map[string]string) error {
 		"BucketRefillInterval": c.BucketRefillInterval, "DatabaseConnectTimeout": c.DatabaseConnectTimeout,
 		"PersistInterval": c.PersistInterval, "ShutdownTimeout": c.ShutdownTimeout,
 		"BackendTimeout": c.BackendTimeout, "DialTimeout": c.DialTimeout, "BackendIdleTimeout": c.BackendIdleTimeout,
+		"StreamIdleTimeout": c.StreamIdleTimeout, "TunnelIdleTimeout": c.TunnelIdleTimeout,
 		"ReadTimeout": c.ReadTimeout, "WriteTimeout": c.WriteTimeout, "IdleTimeout": c.IdleTimeout,
 	} {
 		if d <= 0 {

@@ -16,7 +16,8 @@ func TestDefaults(t *testing.T) {
 	if c.Listen != ":8080" || c.AdminListen != "127.0.0.1:8090" || len(c.Backends) != 3 || c.Strategy != "round_robin" ||
 		c.HealthInterval != 5*time.Second || c.BucketCapacity != 100 || c.RatePerSec() != 100 || c.ClientKey != "ip" ||
 		c.PersistInterval != time.Second || c.APIDefaultLimit != 10 || c.ShutdownTimeout != 10*time.Second ||
-		c.BackendTimeout != 30*time.Second || c.DatabaseConnectTimeout != 30*time.Second || c.LogFormat != "json" {
+		c.BackendTimeout != time.Minute || c.StreamIdleTimeout != time.Minute || c.TunnelIdleTimeout != time.Hour ||
+		c.MaxBodySize != 0 || c.IPv6Prefix != 128 || c.HealthStatus != "200-399" || c.DatabaseConnectTimeout != 30*time.Second || c.LogFormat != "json" {
 		t.Fatalf("defaults %+v", c)
 	}
 }

@@ -94,13 +94,12 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 	backends := make([]*pool.Backend, 0, len(cfg.Backends))
 	for _, raw := range cfg.Backends {
 		b, err := pool.NewBackend(strings.TrimSpace(raw), pool.ClientOptions{
-			DialTimeout:     cfg.DialTimeout,
-			MaxConns:        cfg.MaxConnsPerBackend,
-			MaxIdleConnTime: cfg.BackendIdleTimeout,
-			ReadBufferSize:  cfg.MaxHeaderSize,
-			MaxResponseBody: cfg.MaxBodySize,
-			MaxConnWait:     cfg.BackendTimeout,
-			Log:             backendLog,
+			DialTimeout:       cfg.DialTimeout,
+			MaxConns:          cfg.MaxConnsPerBackend,
+			MaxIdleConnTime:   cfg.BackendIdleTimeout,
+			ReadBufferSize:    cfg.MaxHeaderSize,
+			StreamIdleTimeout: cfg.StreamIdleTimeout,
+			Log:               backendLog,
 		})
 		if err != nil {
 			return err
@@ -137,8 +136,11 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 		charged = nil
 		log.Warn().Msg("EQUALIZER_RATE_LIMIT=false: requests are forwarded without rate limiting")
 	}
-	px := proxy.New(proxy.Config{BackendTimeout: cfg.BackendTimeout, RateLimitHeaders: cfg.RateLimitHeaders},
-		backendPool, charged, key, log)
+	px := proxy.New(proxy.Config{
+		BackendTimeout: cfg.BackendTimeout, StreamIdleTimeout: cfg.StreamIdleTimeout,
+		TunnelIdleTimeout: cfg.TunnelIdleTimeout, MaxBodySize: cfg.MaxBodySize,
+		RateLimitHeaders: cfg.RateLimitHeaders,
+	}, backendPool, charged, key, log)
 	proxyServer := &fasthttp.Server{
 		Handler:                       px.ServeHTTP,
 		Name:                          "",
@@ -150,16 +152,19 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 		ReadTimeout:                   cfg.ReadTimeout,
 		WriteTimeout:                  cfg.WriteTimeout,
 		IdleTimeout:                   cfg.IdleTimeout,
-		MaxRequestBodySize:            cfg.MaxBodySize,
-		ReadBufferSize:                cfg.MaxHeaderSize,
-		Concurrency:                   cfg.MaxClientConns,
-		CloseOnShutdown:               true,
-		ErrorHandler:                  proxy.ServerErrorHandler,
-		Logger:                        fasthttpLogger{log},
+		// Bodies stream: this much of one is read ahead into memory, the
+		// rest flows through as the backend takes it.
+		StreamRequestBody:  true,
+		MaxRequestBodySize: pool.SmallBody,
+		ReadBufferSize:     cfg.MaxHeaderSize,
+		Concurrency:        cfg.MaxClientConns,
+		CloseOnShutdown:    true,
+		ErrorHandler:       proxy.ServerErrorHandler,
+		Logger:             fasthttpLogger{log},
 	}
 	api := admin.New(admin.Config{Token: cfg.AdminToken, DefaultLimit: cfg.APIDefaultLimit, RatePerSec: cfg.RatePerSec(),
 		Hosts: cfg.AdminHosts, Pprof: cfg.Pprof},
-		lim, backendPool, admin.NewMetrics(&px.Stats, backendPool, lim), log)
+		lim, backendPool, admin.NewMetrics(&px.Stats, backendPool, lim, px.OpenTunnels), log)
 	adminServer := &fasthttp.Server{
 		Handler:            api.Handler(),
 		Name:               "gopher-equalizer-admin",
@@ -226,6 +231,9 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 		log.Warn().Err(err).Msg("drain timed out: open connections were closed")
 	}
 	cancelDrain()
+	if n := px.CloseTunnels(); n > 0 {
+		log.Info().Int("tunnels", n).Msg("closed open Upgrade tunnels")
+	}
 	// 2. No traffic left: stop probing backends.
 	stopHealth()
 	// 3. Write every changed bucket (the persister's final flush).

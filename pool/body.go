@@ -1,0 +1,189 @@
+package pool
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// SmallBody is the largest Content-Length read into memory at once; larger
+// bodies, chunked bodies and bodies that end when the backend closes are
+// streamed through a Body. Small answers stay on the buffered path, which
+// allocates nothing.
+const SmallBody = 64 << 10
+
+// Body streams a backend's response body to the client with bounded memory:
+// each Read returns what the backend sent, at most one of its chunks, so the
+// server writes (and flushes) a chunk as soon as it arrives. It holds the
+// backend connection until closed; the connection goes back to the pool
+// only if the body was read to its end and nothing followed it.
+//
+// The fasthttp server reads and closes it from the connection's goroutine
+// after the handler returned, so it needs no lock.
+type Body struct {
+	br     *bufio.Reader
+	conn   net.Conn
+	header *fasthttp.ResponseHeader // receives the trailer fields
+	mode   bodyMode
+	left   int64 // bytes left: of the body (fixed) or of the chunk (chunked)
+	done   bool  // read to its end, framing intact
+	broken bool  // a read failed: the connection is at an unknown offset
+	closed bool
+	// Idle is the longest wait for the next bytes from the backend; the
+	// same time is given to each write to Client.
+	Idle time.Duration
+	// Client is the client connection the body goes to; its write deadline
+	// is moved on before each piece, so a long download lasts as long as
+	// bytes keep moving. Set by the proxy; nil leaves it alone.
+	Client net.Conn
+
+	release  func(reuse bool)
+	b        *Backend
+	detached bool
+}
+
+// Detach makes the next Close a no-op: the caller took the body out of the
+// response and closes it itself.
+func (b *Body) Detach() { b.detached = true }
+
+type bodyMode uint8
+
+const (
+	fixedLength bodyMode = iota
+	chunked
+	untilClose
+)
+
+var errBadChunk = errors.New("malformed chunked body from backend")
+
+// Read implements io.Reader.
+func (b *Body) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	if b.closed || b.broken {
+		return 0, io.ErrClosedPipe
+	}
+	if b.Idle > 0 {
+		now := time.Now()
+		_ = b.conn.SetReadDeadline(now.Add(b.Idle))
+		if b.Client != nil {
+			_ = b.Client.SetWriteDeadline(now.Add(b.Idle))
+		}
+	}
+	n, err := b.read(p)
+	if err != nil && err != io.EOF {
+		b.broken = true
+	}
+	return n, err
+}
+
+func (b *Body) read(p []byte) (int, error) {
+	switch b.mode {
+	case fixedLength:
+		n, err := b.br.Read(p[:min(int64(len(p)), b.left)])
+		b.left -= int64(n)
+		if b.left == 0 {
+			b.done = true
+			return n, io.EOF
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return n, err
+	case chunked:
+		if b.left == 0 {
+			size, err := b.chunkSize()
+			if err != nil {
+				return 0, err
+			}
+			if size == 0 {
+				// The last chunk: trailer fields, then the end.
+				if err := b.header.ReadTrailer(b.br); err != nil {
+					return 0, err
+				}
+				b.done = true
+				return 0, io.EOF
+			}
+			b.left = size
+		}
+		n, err := b.br.Read(p[:min(int64(len(p)), b.left)])
+		b.left -= int64(n)
+		if b.left == 0 && err == nil {
+			err = b.crlf()
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return n, err
+	default: // untilClose
+		n, err := b.br.Read(p)
+		if err == io.EOF {
+			b.done = true
+		}
+		return n, err
+	}
+}
+
+// chunkSize reads a chunk-size line; extensions are ignored.
+func (b *Body) chunkSize() (int64, error) {
+	line, err := b.br.ReadSlice('\n')
+	if err != nil {
+		if err == io.EOF {
+			return 0, io.ErrUnexpectedEOF
+		}
+		return 0, errBadChunk
+	}
+	line = bytes.TrimRight(line, "\r\n")
+	if i := bytes.IndexByte(line, ';'); i >= 0 {
+		line = line[:i]
+	}
+	size, err := strconv.ParseInt(string(bytes.TrimSpace(line)), 16, 63)
+	if err != nil || size < 0 {
+		return 0, errBadChunk
+	}
+	return size, nil
+}
+
+func (b *Body) crlf() error {
+	c, err := b.br.ReadByte()
+	if err == nil && c == '\r' {
+		c, err = b.br.ReadByte()
+	}
+	if err != nil {
+		return err
+	}
+	if c != '\n' {
+		return errBadChunk
+	}
+	return nil
+}
+
+// Close releases the backend connection: back to the pool when the body
+// was read to its end with nothing after it, closed otherwise.
+func (b *Body) Close() error { return b.CloseWithError(nil) }
+
+// CloseWithError is what the fasthttp server calls when it is done writing.
+func (b *Body) CloseWithError(err error) error {
+	if b.detached {
+		b.detached = false
+		return nil
+	}
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	reuse := err == nil && b.done && !b.broken && b.mode != untilClose
+	if reuse && b.br.Buffered() > 0 {
+		reuse = false
+		b.b.discarded(ErrUnsolicited)
+	}
+	b.release(reuse)
+	return nil
+}

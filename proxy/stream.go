@@ -1,0 +1,108 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"gopher-equalizer/pool"
+)
+
+// Streaming: request bodies go upstream as the client sends them and
+// response bodies go to the client as the backend sends them, in pieces,
+// with backpressure (a slow reader slows the writer) and bounded memory.
+// The backend timeout covers the wait for the response head; after that,
+// a body may take as long as bytes keep moving: StreamIdleTimeout bounds
+// each pause, on either side.
+
+var errBodyTooLarge = errors.New("request body too large")
+
+// requestBody is the client's request body on its way upstream: each read
+// moves the client connection's read deadline on, and the bytes are counted
+// against the body limit.
+type requestBody struct {
+	r    io.Reader
+	conn net.Conn
+	idle time.Duration
+	max  int64 // 0: unlimited
+	read int64
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	if b.idle > 0 {
+		_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
+	}
+	n, err := b.r.Read(p)
+	b.read += int64(n)
+	if b.max > 0 && b.read > b.max {
+		return n, errBodyTooLarge
+	}
+	return n, err
+}
+
+// streamRequest puts the request body stream behind a requestBody. The
+// wrapper lives in the client connection, so a request allocates nothing.
+// It answers 413 itself, before anything goes upstream, when the declared
+// length is over the limit.
+func (p *Proxy) streamRequest(ctx *fasthttp.RequestCtx) bool {
+	req := &ctx.Request
+	if !req.IsBodyStream() {
+		return true
+	}
+	cl := req.Header.ContentLength()
+	if p.cfg.MaxBodySize > 0 && int64(cl) > p.cfg.MaxBodySize {
+		p.Stats.TooLarge.Add(1)
+		ctx.Error("request body too large\n", fasthttp.StatusRequestEntityTooLarge)
+		ctx.SetConnectionClose()
+		return false
+	}
+	var b *requestBody
+	if c, ok := ctx.Conn().(*clientConn); ok {
+		b = &c.body
+	} else {
+		b = &requestBody{}
+	}
+	*b = requestBody{r: req.BodyStream(), conn: ctx.Conn(), idle: p.cfg.StreamIdleTimeout, max: p.cfg.MaxBodySize}
+	req.SetBodyStream(b, cl)
+	return true
+}
+
+// streamResponse ties a streamed response body to the client connection,
+// so that each piece written may take StreamIdleTimeout, and sends the
+// head at once (time to first byte). An HTTP/1.0 client cannot take a
+// chunked body: it gets the body until the connection closes.
+func (p *Proxy) streamResponse(ctx *fasthttp.RequestCtx, http10 bool) {
+	body, ok := ctx.Response.BodyStream().(*pool.Body)
+	if !ok {
+		return
+	}
+	body.Client = ctx.Conn()
+	ctx.Response.ImmediateHeaderFlush = true
+	if http10 && ctx.Response.Header.ContentLength() < 0 {
+		p.streamUntilClose(ctx, body)
+	}
+}
+
+// streamUntilClose writes the head and the body itself, without framing,
+// and closes the connection: HTTP/1.0's way to send a body of unknown length.
+func (p *Proxy) streamUntilClose(ctx *fasthttp.RequestCtx, body *pool.Body) {
+	h := &ctx.Response.Header
+	h.SetConnectionClose()
+	h.SetContentLength(-2)
+	head := append([]byte(nil), h.Header()...)
+	body.Detach()
+	ctx.Response.ResetBody()
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		defer body.CloseWithError(nil) //nolint:errcheck
+		if _, err := c.Write(head); err != nil {
+			return
+		}
+		bp := tunnelBufs.Get().(*[]byte)
+		defer tunnelBufs.Put(bp)
+		_, _ = io.CopyBuffer(c, body, *bp)
+	})
+}
