@@ -48,8 +48,8 @@ type Body struct {
 	detached bool
 }
 
-// Detach makes the next Close a no-op: the caller took the body out of the
-// response and closes it itself.
+// Detach makes Close and CloseWithError no-ops: the caller took the body
+// out of the response and ends it with Release.
 func (b *Body) Detach() { b.detached = true }
 
 type bodyMode uint8
@@ -172,9 +172,14 @@ func (b *Body) Close() error { return b.CloseWithError(nil) }
 // CloseWithError is what the fasthttp server calls when it is done writing.
 func (b *Body) CloseWithError(err error) error {
 	if b.detached {
-		b.detached = false
 		return nil
 	}
+	return b.Release(err)
+}
+
+// Release ends the body, detached or not: the connection goes back to the
+// pool if the body was read to its end with nothing after it.
+func (b *Body) Release(err error) error {
 	if b.closed {
 		return nil
 	}

@@ -85,10 +85,19 @@ func (c *clientConn) fixHead(p []byte, n int) int {
 	return m
 }
 
-// headDone tells the connection that the request was read, so that the
-// next bytes start a new head.
-func headDone(ctx *fasthttp.RequestCtx) {
-	if c, ok := ctx.Conn().(*clientConn); ok {
-		c.atHead = true
+// requestDone tells the connection that the handler is done with the
+// request, so that the next bytes start a new head. A request body that
+// was not read to its end (a 429, an early answer) would be drained by
+// the server through this connection, and a drained body must not be
+// taken for a head: such a connection is closed after the answer instead.
+func requestDone(ctx *fasthttp.RequestCtx) {
+	c, ok := ctx.Conn().(*clientConn)
+	if !ok {
+		return
 	}
+	if ctx.Request.IsBodyStream() && !c.body.eof {
+		ctx.SetConnectionClose()
+		return
+	}
+	c.atHead = true
 }

@@ -70,7 +70,11 @@ func New(cfg Config, p *pool.Pool, lim *limiter.Limiter, key ClientKey, log zero
 
 // ServeHTTP handles one request.
 func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
-	headDone(ctx)
+	p.serve(ctx)
+	requestDone(ctx)
+}
+
+func (p *Proxy) serve(ctx *fasthttp.RequestCtx) {
 	req := &ctx.Request
 	f := readFields(&req.Header, p.key.header)
 	if f.badName != nil {

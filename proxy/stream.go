@@ -29,6 +29,7 @@ type requestBody struct {
 	idle time.Duration
 	max  int64 // 0: unlimited
 	read int64
+	eof  bool // read to its end
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -36,6 +37,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
 	}
 	n, err := b.r.Read(p)
+	b.eof = err == io.EOF
 	b.read += int64(n)
 	if b.max > 0 && b.read > b.max {
 		return n, errBodyTooLarge
@@ -97,7 +99,7 @@ func (p *Proxy) streamUntilClose(ctx *fasthttp.RequestCtx, body *pool.Body) {
 	ctx.Response.ResetBody()
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
-		defer body.CloseWithError(nil) //nolint:errcheck
+		defer body.Release(nil) //nolint:errcheck
 		if _, err := c.Write(head); err != nil {
 			return
 		}

@@ -25,6 +25,10 @@ var (
 	binPath   string
 	buildErr  error
 	buildDir  string
+
+	plainOnce sync.Once
+	plainPath string
+	plainErr  error
 )
 
 func TestMain(m *testing.M) {
@@ -56,6 +60,24 @@ func binary(t *testing.T) string {
 	return binPath
 }
 
+// plainBinary builds the equalizer without the race detector, for tests
+// that measure memory or move gigabytes.
+func plainBinary(t *testing.T) string {
+	t.Helper()
+	binary(t) // makes buildDir
+	plainOnce.Do(func() {
+		plainPath = filepath.Join(buildDir, "equalizer-plain")
+		out, err := exec.Command("go", "build", "-o", plainPath, ".").CombinedOutput()
+		if err != nil {
+			plainErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if plainErr != nil {
+		t.Fatal(plainErr)
+	}
+	return plainPath
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -80,12 +102,18 @@ type instance struct {
 // waits until /readyz answers 200.
 func startInstance(t *testing.T, env map[string]string) *instance {
 	t.Helper()
+	return startInstanceOf(t, binary(t), env)
+}
+
+// startInstanceOf is startInstance with a given binary.
+func startInstanceOf(t *testing.T, bin string, env map[string]string) *instance {
+	t.Helper()
 	in := &instance{proxy: freeAddr(t), admin: freeAddr(t), logs: &strings.Builder{}, logsMu: &sync.Mutex{}, done: make(chan error, 1)}
 	vars := []string{"EQUALIZER_LISTEN=" + in.proxy, "EQUALIZER_ADMIN_LISTEN=" + in.admin, "PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
 		vars = append(vars, k+"="+v)
 	}
-	in.cmd = exec.Command(binary(t))
+	in.cmd = exec.Command(bin)
 	in.cmd.Env = vars
 	stderr, _ := in.cmd.StderrPipe()
 	if err := in.cmd.Start(); err != nil {
