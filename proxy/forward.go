@@ -22,6 +22,9 @@ const maxAttempts = 3
 func (p *Proxy) forward(ctx *fasthttp.RequestCtx, b *pool.Backend) (*pool.Backend, error) {
 	req := &ctx.Request
 	deadline := ctx.Time().Add(p.cfg.BackendTimeout)
+	// Writing a streamed body consumes it (and fasthttp drops the stream
+	// on failure), so remember now whether there was one.
+	streamed := req.IsBodyStream()
 	for attempt := 1; ; attempt++ {
 		b.CountRequest()
 		err := b.Client.DoDeadline(req, &ctx.Response, deadline)
@@ -32,7 +35,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, b *pool.Backend) (*pool.Backen
 		if connectFailed(err) {
 			p.connectFailed(b, err)
 		}
-		if attempt == maxAttempts || !retryable(err, req) || time.Until(deadline) <= 0 {
+		if attempt == maxAttempts || !retryable(err, req, streamed) || time.Until(deadline) <= 0 {
 			return b, err
 		}
 		next := p.pool.NextExcept(b)
@@ -50,9 +53,12 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, b *pool.Backend) (*pool.Backen
 }
 
 // retryable reports whether a failed attempt may be sent again.
-func retryable(err error, req *fasthttp.Request) bool {
+func retryable(err error, req *fasthttp.Request, streamed bool) bool {
 	if errors.Is(err, fasthttp.ErrTimeout) {
 		return false // the backend is slow, not gone: another try only doubles the load
+	}
+	if errors.Is(err, errBodyTooLarge) {
+		return false // the client's doing
 	}
 	switch pool.StageOf(err) {
 	case pool.StageConnect:
@@ -60,7 +66,7 @@ func retryable(err error, req *fasthttp.Request) bool {
 	case pool.StageSend, pool.StageAwait:
 		// A streamed body went (in part) to the failed backend: it
 		// cannot be sent again.
-		return idempotent(req.Header.Method()) && !req.IsBodyStream()
+		return idempotent(req.Header.Method()) && !streamed
 	}
 	return false
 }

@@ -33,6 +33,9 @@ type requestBody struct {
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
+	if b.max > 0 && b.read > b.max {
+		return 0, errBodyTooLarge // sticky: the upload is cut here
+	}
 	if b.idle > 0 {
 		_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
 	}
@@ -40,7 +43,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	b.eof = err == io.EOF
 	b.read += int64(n)
 	if b.max > 0 && b.read > b.max {
-		return n, errBodyTooLarge
+		return 0, errBodyTooLarge
 	}
 	return n, err
 }

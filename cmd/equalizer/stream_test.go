@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"strings"
 	"testing"
 	"time"
@@ -486,4 +487,65 @@ func waitTCP(t *testing.T, addr string) {
 		}
 	}
 	t.Fatalf("%s not listening", addr)
+}
+
+func TestBodyLimitAndTunnelShutdown(t *testing.T) {
+	backend := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ws" {
+			c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+			if err == nil {
+				defer c.Close()
+				c.ReadMessage() //nolint:errcheck
+			}
+			return
+		}
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d", n)
+	}))
+	in := startInstance(t, map[string]string{
+		"EQUALIZER_BACKENDS": backend, "EQUALIZER_HEALTH_INTERVAL": "1h", "EQUALIZER_MAX_BODY_SIZE": "1000",
+		"EQUALIZER_SHUTDOWN_TIMEOUT": "2s",
+	})
+	put := func(size int64, chunked bool) int {
+		req, _ := http.NewRequest("PUT", "http://"+in.proxy+"/up", newPattern(size))
+		req.ContentLength = size
+		if chunked {
+			req.ContentLength = -1
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return -1
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := put(1000, false); code != 200 {
+		t.Fatalf("at the limit: %d", code)
+	}
+	if code := put(1001, false); code != 413 {
+		t.Fatalf("Content-Length over the limit: %d, want 413", code)
+	}
+	if code := put(100_000, true); code != 413 {
+		t.Fatalf("chunked over the limit: %d, want 413", code)
+	}
+	// Responses are never cut for size.
+	if code, _, body := in.get(t, "/down"); code != 200 || body != "0" {
+		t.Fatalf("GET: %d %q", code, body)
+	}
+
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+in.proxy+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if code := in.stop(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	ws.SetReadDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
+	if _, _, err := ws.ReadMessage(); err == nil {
+		t.Fatal("the tunnel outlived the graceful stop")
+	}
+	if !strings.Contains(in.log(), "closed open Upgrade tunnels") {
+		t.Errorf("no log line about closed tunnels")
+	}
 }
