@@ -35,6 +35,9 @@ type Backend struct {
 	log            *logthrottle.Logger
 	streamIdle     time.Duration
 	idle           idleConns // idle connections, managed by the transport
+	// dial opens a connection outside the HostClient's count, for tunnels,
+	// which may outnumber MaxConns by far (idle WebSockets).
+	dial func() (net.Conn, error)
 }
 
 // ClientOptions are the HostClient settings shared by every backend.
@@ -72,6 +75,13 @@ func NewBackend(rawURL string, opt ClientOptions) (*Backend, error) {
 	dialTimeout := opt.DialTimeout
 	b := &Backend{URL: rawURL, Addr: addr, log: opt.Log, streamIdle: opt.StreamIdleTimeout}
 	b.idle.maxIdle = opt.MaxIdleConnTime
+	b.dial = func() (net.Conn, error) {
+		c, err := dialer.DialTimeout(addr, dialTimeout)
+		if err != nil {
+			return nil, err
+		}
+		return newUpstreamConn(c), nil
+	}
 	b.Client = &fasthttp.HostClient{
 		Addr: addr,
 		Dial: func(addr string) (net.Conn, error) {

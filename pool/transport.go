@@ -75,6 +75,15 @@ type transport struct {
 // anyway, this only caps the work of one request.
 const maxStaleInARow = 64
 
+// dedicated dials a connection of its own for a tunnel.
+func (t *transport) dedicated() (*held, error) {
+	c, err := t.b.dial() // fasthttp's dialer: errors are ErrDialWithUpstream
+	if err != nil {
+		return nil, err
+	}
+	return &held{conn: c, close: func() { c.Close() }}, nil
+}
+
 // acquire returns a checked idle connection that has rested Settle, or a
 // new one. At the connection limit it takes a resting connection that has
 // not settled yet (still checked), and waits for one until the deadline.
@@ -121,7 +130,15 @@ func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 	if timeout > 0 {
 		deadline = time.Now().Add(timeout)
 	}
-	h, err := t.acquire(hc, deadline)
+	var h *held
+	var err error
+	if len(req.Header.Peek(fasthttp.HeaderUpgrade)) > 0 {
+		// An upgrade gets a dedicated connection that never returns to
+		// the pool; it does not count against MaxConns.
+		h, err = t.dedicated()
+	} else {
+		h, err = t.acquire(hc, deadline)
+	}
 	if err != nil {
 		return false, &RoundTripError{StageConnect, err}
 	}
