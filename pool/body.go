@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -46,6 +47,45 @@ type Body struct {
 	release  func(reuse bool)
 	b        *Backend
 	detached bool
+	lastSet  time.Time // when the deadlines were last moved
+}
+
+// copyBufs are the buffers of bulk copies: big enough that a gigabyte is
+// a few thousand system calls.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// deadlineStep is how far time must move before the deadlines are moved
+// again: a deadline is a timer operation, and moving it on every read of a
+// fast stream costs more than the copy. The idle timeout then holds to
+// within this fraction.
+const deadlineStep = 16
+
+// SupportsBodyWriteTo tells fasthttp to call WriteTo for a body of known
+// length; a chunked body is read piece by piece, so that each of the
+// backend's chunks is flushed to the client at once.
+func (b *Body) SupportsBodyWriteTo() bool { return b.mode == fixedLength }
+
+// WriteTo copies the body to w in big pieces.
+func (b *Body) WriteTo(w io.Writer) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	var total int64
+	for {
+		n, err := b.Read(*bp)
+		if n > 0 {
+			m, werr := w.Write((*bp)[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
 }
 
 // Detach makes Close and CloseWithError no-ops: the caller took the body
@@ -71,10 +111,12 @@ func (b *Body) Read(p []byte) (int, error) {
 		return 0, io.ErrClosedPipe
 	}
 	if b.Idle > 0 {
-		now := time.Now()
-		_ = b.conn.SetReadDeadline(now.Add(b.Idle))
-		if b.Client != nil {
-			_ = b.Client.SetWriteDeadline(now.Add(b.Idle))
+		if now := time.Now(); now.Sub(b.lastSet) > b.Idle/deadlineStep {
+			b.lastSet = now
+			_ = b.conn.SetReadDeadline(now.Add(b.Idle))
+			if b.Client != nil {
+				_ = b.Client.SetWriteDeadline(now.Add(b.Idle))
+			}
 		}
 	}
 	n, err := b.read(p)

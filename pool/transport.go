@@ -153,7 +153,7 @@ func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 	streaming := req.IsBodyStream() && t.b.streamIdle > 0
 	u, _ := conn.(*upstreamConn)
 	if streaming && u != nil {
-		u.writeIdle = t.b.streamIdle
+		u.writeIdle, u.lastSet = t.b.streamIdle, time.Time{}
 	}
 	bw := hc.AcquireWriter(conn)
 	err = req.Write(bw)

@@ -26,11 +26,15 @@ type upstreamConn struct {
 	// writeIdle, while a request body streams, gives each write its own
 	// deadline, so an upload lasts as long as bytes keep moving.
 	writeIdle time.Duration
+	lastSet   time.Time
 }
 
 func (u *upstreamConn) Write(p []byte) (int, error) {
 	if u.writeIdle > 0 {
-		_ = u.Conn.SetWriteDeadline(time.Now().Add(u.writeIdle))
+		if now := time.Now(); now.Sub(u.lastSet) > u.writeIdle/deadlineStep {
+			u.lastSet = now
+			_ = u.Conn.SetWriteDeadline(now.Add(u.writeIdle))
+		}
 	}
 	return u.Conn.Write(p)
 }

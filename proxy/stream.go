@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -20,6 +21,9 @@ import (
 
 var errBodyTooLarge = errors.New("request body too large")
 
+// uploadBufs are the buffers of request bodies on their way upstream.
+var uploadBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
 // requestBody is the client's request body on its way upstream: each read
 // moves the client connection's read deadline on, and the bytes are counted
 // against the body limit.
@@ -30,6 +34,35 @@ type requestBody struct {
 	max  int64 // 0: unlimited
 	read int64
 	eof  bool // read to its end
+	// lastSet is when the read deadline was last moved; it moves at most
+	// every idle/16, since each move is a timer operation.
+	lastSet time.Time
+}
+
+// SupportsBodyWriteTo lets fasthttp copy the body with WriteTo.
+func (b *requestBody) SupportsBodyWriteTo() bool { return true }
+
+// WriteTo copies the body upstream in big pieces.
+func (b *requestBody) WriteTo(w io.Writer) (int64, error) {
+	bp := uploadBufs.Get().(*[]byte)
+	defer uploadBufs.Put(bp)
+	var total int64
+	for {
+		n, err := b.Read(*bp)
+		if n > 0 {
+			m, werr := w.Write((*bp)[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
 }
 
 func (b *requestBody) Read(p []byte) (int, error) {
@@ -37,7 +70,10 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		return 0, errBodyTooLarge // sticky: the upload is cut here
 	}
 	if b.idle > 0 {
-		_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
+		if now := time.Now(); now.Sub(b.lastSet) > b.idle/16 {
+			b.lastSet = now
+			_ = b.conn.SetReadDeadline(now.Add(b.idle))
+		}
 	}
 	n, err := b.r.Read(p)
 	b.eof = err == io.EOF
