@@ -66,12 +66,17 @@ const deadlineStep = 16
 func (b *Body) SupportsBodyWriteTo() bool { return b.mode == fixedLength }
 
 // WriteTo copies the body to w in big pieces.
-func (b *Body) WriteTo(w io.Writer) (int64, error) {
+func (b *Body) WriteTo(w io.Writer) (int64, error) { return Copy(w, b) }
+
+// Copy copies r to w until EOF in 64 KiB pieces from a pool. It calls r.Read
+// itself, never io.Copy's WriterTo shortcut: r's own WriteTo may be what
+// calls Copy.
+func Copy(w io.Writer, r io.Reader) (int64, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	var total int64
 	for {
-		n, err := b.Read(*bp)
+		n, err := r.Read(*bp)
 		if n > 0 {
 			m, werr := w.Write((*bp)[:n])
 			total += int64(m)

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -20,9 +19,6 @@ import (
 // each pause, on either side.
 
 var errBodyTooLarge = errors.New("request body too large")
-
-// uploadBufs are the buffers of request bodies on their way upstream.
-var uploadBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
 // requestBody is the client's request body on its way upstream: each read
 // moves the client connection's read deadline on, and the bytes are counted
@@ -43,27 +39,7 @@ type requestBody struct {
 func (b *requestBody) SupportsBodyWriteTo() bool { return true }
 
 // WriteTo copies the body upstream in big pieces.
-func (b *requestBody) WriteTo(w io.Writer) (int64, error) {
-	bp := uploadBufs.Get().(*[]byte)
-	defer uploadBufs.Put(bp)
-	var total int64
-	for {
-		n, err := b.Read(*bp)
-		if n > 0 {
-			m, werr := w.Write((*bp)[:n])
-			total += int64(m)
-			if werr != nil {
-				return total, werr
-			}
-		}
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
-}
+func (b *requestBody) WriteTo(w io.Writer) (int64, error) { return pool.Copy(w, b) }
 
 func (b *requestBody) Read(p []byte) (int, error) {
 	if b.max > 0 && b.read > b.max {
