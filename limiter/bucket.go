@@ -18,6 +18,7 @@ type bucket struct {
 	params atomic.Pointer[params] // shared by every default bucket
 	key    string
 	flags  atomic.Uint32
+	spent  atomic.Uint32          // tokens admitted since the last sync (fits the padding)
 	next   atomic.Pointer[bucket] // link in the dirty list
 }
 
@@ -34,6 +35,8 @@ type params struct {
 	// It is under 1/16 of a token, so it never admits an extra request at
 	// one instant; it lets one request through at most slack early.
 	slack int64
+	// version is the admin version of the row these parameters came from.
+	version int64
 }
 
 func newParams(capacity int64, ratePerSec float64) *params {

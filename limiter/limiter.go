@@ -6,9 +6,14 @@
 // Concurrency: Allow takes no lock and allocates nothing for a client that
 // already has a bucket; a new client costs three small allocations (bucket,
 // key, map entry) and locks one hash bucket of the map.
-// Admin writes, Flush and eviction serialise on one mutex, so a batch write
-// never undoes an admin change. Times are unix nanoseconds passed in by the
-// caller, so tests need no clock.
+// Admin writes, Flush and eviction take turns (a one-slot semaphore that a
+// caller waits for at most until its context ends), so a sync never undoes
+// an admin change. Times are unix nanoseconds passed in by the caller, so
+// tests need no clock.
+//
+// Sharing: Flush sends what each changed bucket spent since the last Flush
+// (an increment, never a snapshot) and adopts the global state the store
+// answers, so several instances on one store enforce one limit together.
 package limiter
 
 import (
@@ -18,7 +23,6 @@ import (
 	"math"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -42,16 +46,35 @@ type Bucket struct {
 	// Managed buckets were created or changed through the admin API and are
 	// never evicted; the others were created on a client's first request.
 	Managed bool
+	// Version counts admin changes of the row (0: never changed by one).
+	Version int64
+	// Deleted marks a row the admin API deleted (a tombstone).
+	Deleted bool
+}
+
+// Spend is what one bucket spent since the last sync, sent as an increment.
+type Spend struct {
+	ClientID string
+	Spent    float64
+	// Version is the admin version the spending was made under: spending
+	// under an older version than the row's is dropped.
+	Version int64
+	// Capacity and RatePerSec are the defaults of a row the store creates.
+	Capacity   int64
+	RatePerSec float64
 }
 
 // WholeTokens is the number of whole tokens, as the API shows it.
 func (b Bucket) WholeTokens() int64 { return int64(math.Floor(b.Tokens + 1e-9)) }
 
-// Store persists buckets. Save is an upsert of whole rows. Both are called
-// with the limiter's admin mutex held, so they never race each other.
+// Store persists buckets. Save and Delete are admin writes of whole rows;
+// Sync adds spending to rows (creating missing ones with the defaults) and
+// answers every row's state now, tokens refilled to the moment of the
+// answer. They are called in turn, never at once.
 type Store interface {
 	Save(ctx context.Context, buckets []Bucket) error
 	Delete(ctx context.Context, clientIDs []string) error
+	Sync(ctx context.Context, spends []Spend) ([]Bucket, error)
 	Ping(ctx context.Context) error
 }
 
@@ -86,9 +109,9 @@ type Limiter struct {
 	count   atomic.Int64
 	dirty   atomic.Pointer[bucket] // head of the list of dirty buckets
 
-	// mu serialises admin writes, Flush and eviction.
-	mu            sync.Mutex
-	pendingDelete []string // evicted automatic buckets to delete from the store
+	// turn serialises admin writes, Flush and eviction; a one-slot
+	// semaphore so that a waiting admin write gives up at its timeout.
+	turn chan struct{}
 	// idleSweepUntil: a sweep that found nothing to evict rests until then.
 	idleSweepUntil int64
 
@@ -106,6 +129,7 @@ func New(cfg Config, store Store) *Limiter {
 		buckets:     xsync.NewMap[string, *bucket](),
 		store:       store,
 		debts:       newDebts(),
+		turn:        make(chan struct{}, 1),
 		sweepNeeded: make(chan struct{}, 1),
 	}
 }
@@ -122,6 +146,7 @@ func (l *Limiter) Allow(key []byte, now int64) Decision {
 	}
 	d := b.take(now)
 	if d.Allowed && l.cfg.Persist {
+		b.spent.Add(1)
 		l.markDirty(b)
 	}
 	return d
@@ -242,9 +267,45 @@ func (l *Limiter) List(offset, limit int, now int64) []Bucket {
 	return out
 }
 
+// lock waits for the turn until ctx ends.
+func (l *Limiter) lock(ctx context.Context) error {
+	select {
+	case l.turn <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (l *Limiter) unlock() { <-l.turn }
+
 // Restore puts a bucket loaded from the store into memory, replacing any
 // bucket with the same ID. It is for start-up, before traffic.
-func (l *Limiter) Restore(row Bucket) { l.put(l.newBucket(row)) }
+func (l *Limiter) Restore(row Bucket) {
+	if !row.Deleted {
+		l.put(l.newBucket(row))
+	}
+}
+
+// ApplyRemote applies an admin change made on any instance (this one too),
+// as the store now has it: the bucket is replaced, or removed for a
+// tombstone. Spending not yet synced was made before the change, which set
+// the state absolutely, so it is dropped.
+func (l *Limiter) ApplyRemote(ctx context.Context, row Bucket) error {
+	if err := l.lock(ctx); err != nil {
+		return err
+	}
+	defer l.unlock()
+	l.debts.forget([]byte(row.ClientID))
+	if row.Deleted {
+		if b, ok := l.buckets.Load(row.ClientID); ok {
+			l.remove(b)
+		}
+		return nil
+	}
+	l.put(l.newBucket(row))
+	return nil
+}
 
 // put stores b, replacing a bucket with the same key; the replaced one is
 // flagged so that a Flush already holding it skips it.
@@ -257,10 +318,7 @@ func (l *Limiter) put(b *bucket) {
 }
 
 func (l *Limiter) newBucket(row Bucket) *bucket {
-	p := newParams(row.Capacity, row.RatePerSec)
-	if *p == *l.defaults {
-		p = l.defaults // share: most buckets have the defaults
-	}
+	p := l.paramsFor(row.Capacity, row.RatePerSec, row.Version)
 	b := &bucket{key: strings.Clone(row.ClientID)}
 	b.params.Store(p)
 	b.tat.Store(tatFor(row.LastRefill.UnixNano(), p, row.Tokens))
@@ -272,8 +330,10 @@ func (l *Limiter) newBucket(row Bucket) *bucket {
 
 // Create adds a managed bucket after the store accepted it.
 func (l *Limiter) Create(ctx context.Context, row Bucket) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	if err := l.lock(ctx); err != nil {
+		return err
+	}
+	defer l.unlock()
 	if _, ok := l.buckets.Load(row.ClientID); ok {
 		return ErrExists
 	}
@@ -316,8 +376,10 @@ func (l *Limiter) SetTokens(ctx context.Context, clientID string, tokens int64, 
 }
 
 func (l *Limiter) update(ctx context.Context, clientID string, now int64, change func(*Bucket) error) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	if err := l.lock(ctx); err != nil {
+		return err
+	}
+	defer l.unlock()
 	b, ok := l.buckets.Load(clientID)
 	if !ok {
 		return ErrNotFound
@@ -330,9 +392,10 @@ func (l *Limiter) update(ctx context.Context, clientID string, now int64, change
 	if err := l.store.Save(ctx, []Bucket{row}); err != nil {
 		return err
 	}
-	p := newParams(row.Capacity, row.RatePerSec)
+	p := l.paramsFor(row.Capacity, row.RatePerSec, b.params.Load().version)
 	b.params.Store(p)
 	b.tat.Store(tatFor(now, p, row.Tokens))
+	b.spent.Store(0) // the admin set the state: earlier spending is in it
 	b.setFlag(flagManaged)
 	return nil
 }
@@ -340,8 +403,10 @@ func (l *Limiter) update(ctx context.Context, clientID string, now int64, change
 // Delete removes a bucket after the store deleted it. The client's next
 // request creates a new default bucket.
 func (l *Limiter) Delete(ctx context.Context, clientID string) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	if err := l.lock(ctx); err != nil {
+		return err
+	}
+	defer l.unlock()
 	b, ok := l.buckets.Load(clientID)
 	if !ok {
 		return ErrNotFound
@@ -353,7 +418,18 @@ func (l *Limiter) Delete(ctx context.Context, clientID string) error {
 	return nil
 }
 
-// remove drops b from the map; the caller holds mu.
+// paramsFor returns the parameters for capacity, rate and version, shared
+// with the defaults when they are the defaults.
+func (l *Limiter) paramsFor(capacity int64, rate float64, version int64) *params {
+	p := newParams(capacity, rate)
+	p.version = version
+	if *p == *l.defaults {
+		return l.defaults // share: most buckets have the defaults
+	}
+	return p
+}
+
+// remove drops b from the map; the caller holds the turn.
 func (l *Limiter) remove(b *bucket) {
 	removed := false
 	l.buckets.Compute(b.key, func(current *bucket, loaded bool) (*bucket, xsync.ComputeOp) {

@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // MemoryStore keeps the saved rows in a map. It is the store when no database
@@ -35,6 +36,36 @@ func (m *MemoryStore) Delete(_ context.Context, ids []string) error {
 		delete(m.rows, id)
 	}
 	return nil
+}
+
+// Sync implements Store: spending is added to the rows, which are refilled
+// to now first; a missing row is created with the spend's defaults.
+func (m *MemoryStore) Sync(_ context.Context, spends []Spend) ([]Bucket, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	out := make([]Bucket, 0, len(spends))
+	for _, s := range spends {
+		row, ok := m.rows[s.ClientID]
+		switch {
+		case !ok:
+			row = Bucket{ClientID: s.ClientID, Capacity: s.Capacity, RatePerSec: s.RatePerSec, Tokens: float64(s.Capacity) - s.Spent}
+		case row.Deleted:
+		case row.Version == s.Version:
+			row.Tokens = refilled(row, now) - s.Spent
+		default: // spent under an older admin version: dropped
+			row.Tokens = refilled(row, now)
+		}
+		row.LastRefill = now
+		m.rows[s.ClientID] = row
+		out = append(out, row)
+	}
+	return out, nil
+}
+
+// refilled is a row's tokens refilled to now, at most its capacity.
+func refilled(b Bucket, now time.Time) float64 {
+	return min(float64(b.Capacity), b.Tokens+b.RatePerSec*now.Sub(b.LastRefill).Seconds())
 }
 
 // Ping implements Store.

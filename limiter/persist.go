@@ -5,45 +5,84 @@ import (
 	"time"
 )
 
-// Flush writes every bucket that changed since the last Flush, and deletes
-// the evicted ones, through the store. On failure the buckets stay dirty and
-// the deletions stay pending, so the next Flush writes them: nothing is lost
-// while the store is down. It returns how many buckets it saved.
+// Flush syncs every bucket that changed since the last Flush: it sends
+// what each spent meanwhile as an increment and adopts the state the store
+// answers, which holds the spending of every instance. On failure the
+// spending is kept and the buckets stay dirty, so the next Flush sends it:
+// nothing is lost while the store is down. It returns how many buckets it
+// synced.
 func (l *Limiter) Flush(ctx context.Context, now int64) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-
-	if len(l.pendingDelete) > 0 {
-		if err := l.store.Delete(ctx, l.pendingDelete); err != nil {
-			return 0, err
-		}
-		l.pendingDelete = l.pendingDelete[:0]
+	if err := l.lock(ctx); err != nil {
+		return 0, err
 	}
+	defer l.unlock()
 
 	var list []*bucket
-	var rows []Bucket
+	var spends []Spend
 	for b := l.dirty.Swap(nil); b != nil; {
 		next := b.next.Load()
 		b.next.Store(nil)
-		// Clear the flag before reading the state: a request that lands
-		// after this read marks the bucket dirty again.
+		// Clear the flag before taking the count: a request that lands
+		// after it marks the bucket dirty again.
 		b.clearFlag(flagDirty)
 		if !b.has(flagDeleted) {
 			list = append(list, b)
-			rows = append(rows, l.snapshot(b, now))
+			spends = append(spends, Spend{
+				ClientID: b.key, Spent: float64(b.spent.Swap(0)), Version: b.params.Load().version,
+				Capacity: l.cfg.Capacity, RatePerSec: l.cfg.RatePerSec,
+			})
 		}
 		b = next
 	}
-	if len(rows) == 0 {
+	if len(spends) == 0 {
 		return 0, nil
 	}
-	if err := l.store.Save(ctx, rows); err != nil {
-		for _, b := range list {
+	rows, err := l.store.Sync(ctx, spends)
+	if err != nil {
+		for i, b := range list {
+			b.spent.Add(uint32(spends[i].Spent))
 			l.markDirty(b)
 		}
 		return 0, err
 	}
-	return len(rows), nil
+	byID := make(map[string]*Bucket, len(rows))
+	for i := range rows {
+		byID[rows[i].ClientID] = &rows[i]
+	}
+	for i, b := range list {
+		row, ok := byID[b.key]
+		if !ok || b.has(flagDeleted) {
+			continue
+		}
+		l.adopt(b, row, now)
+		// A bucket that is spending and past half empty is synced again
+		// next time even if it spends nothing more: near its limit, the
+		// other instances' spending matters, far from it, it does not.
+		if spends[i].Spent > 0 && row.Tokens < float64(row.Capacity)/2 && !row.Deleted {
+			l.markDirty(b)
+		}
+	}
+	return len(spends), nil
+}
+
+// adopt takes the store's state of b's row (tokens as of now) plus what b
+// spent since it was sent.
+func (l *Limiter) adopt(b *bucket, row *Bucket, now int64) {
+	if row.Deleted {
+		// Deleted through another instance; its notification may still
+		// be on the way.
+		l.remove(b)
+		return
+	}
+	p := b.params.Load()
+	if p.capacity != row.Capacity || p.interval != intervalFor(row.RatePerSec) || p.version != row.Version {
+		p = l.paramsFor(row.Capacity, row.RatePerSec, row.Version)
+		b.params.Store(p)
+	}
+	if row.Managed {
+		b.setFlag(flagManaged)
+	}
+	b.tat.Store(tatFor(now, p, row.Tokens) + int64(b.spent.Load())*p.interval)
 }
 
 // DirtyLen counts the buckets waiting for the next Flush. It walks the list,
@@ -73,14 +112,18 @@ func (l *Limiter) nudgeSweep() {
 // client's next bucket starts where this one was. Managed buckets are never
 // evicted, and no debt is forgotten before it is paid: when the debts table
 // holds MaxBuckets entries, buckets in debt stay and new clients are
-// refused. It returns how many buckets it evicted.
+// refused. Eviction is memory-only: rows stay in the store (a bucket with
+// spending not yet synced is not evicted). It returns how many buckets it
+// evicted.
 func (l *Limiter) Sweep(now int64) int {
 	if l.cfg.MaxBuckets <= 0 {
 		return 0
 	}
 	target := int64(l.cfg.MaxBuckets) * 9 / 10
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	if l.lock(context.Background()) != nil {
+		return 0
+	}
+	defer l.unlock()
 	if l.count.Load() < target || now < l.idleSweepUntil {
 		return 0
 	}
@@ -88,7 +131,7 @@ func (l *Limiter) Sweep(now int64) int {
 	evicted := 0
 	for _, fullOnly := range []bool{true, false} {
 		l.buckets.Range(func(_ string, b *bucket) bool {
-			if b.has(flagManaged) {
+			if b.has(flagManaged) || b.has(flagDirty) {
 				return true
 			}
 			full := b.full(now)
@@ -101,10 +144,6 @@ func (l *Limiter) Sweep(now int64) int {
 			l.remove(b)
 			if !full {
 				l.debts.owe(b.key, b.tat.Load())
-			} else if l.cfg.Persist {
-				// A full automatic bucket is the default: its row goes too.
-				// A bucket in debt keeps its row, which holds the debt.
-				l.pendingDelete = append(l.pendingDelete, b.key)
 			}
 			evicted++
 			// Stop a little below the mark so the next sweep is not at once.
