@@ -223,7 +223,11 @@ func (l *Limiter) snapshot(b *bucket, now int64) Bucket {
 // rateFor is the inverse of intervalFor, rounded to a millionth so that a
 // rate of 3/s reads back as 3, not 3.000000003.
 func rateFor(interval int64) float64 {
-	return math.Round(float64(time.Second)/float64(interval)*1e6) / 1e6
+	exact := float64(time.Second) / float64(interval)
+	if rounded := math.Round(exact*1e6) / 1e6; rounded != 0 {
+		return rounded
+	}
+	return exact // below a millionth per second: rounding would make it 0
 }
 
 // Get returns the bucket of clientID as it is at now.

@@ -71,10 +71,18 @@ func (s *Store) Close() { s.pool.Close() }
 // Ping implements limiter.Store.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
-// LoadInto streams every bucket into lim and returns how many it loaded.
-func (s *Store) LoadInto(ctx context.Context, lim *limiter.Limiter) (int, error) {
-	rows, err := s.pool.Query(ctx,
-		"SELECT client_id, capacity, tokens, rate_per_sec, last_refill, managed FROM token_buckets")
+// LoadInto loads at most max buckets into lim (0: all), most recently used
+// first, skipping tombstones. It never deletes rows: rows past max stay
+// for the clients that come back.
+func (s *Store) LoadInto(ctx context.Context, lim *limiter.Limiter, max int) (int, error) {
+	q := `SELECT client_id, capacity, tokens, rate_per_sec, last_refill, managed, version
+		FROM token_buckets WHERE NOT deleted`
+	var args []any
+	if max > 0 {
+		q += " ORDER BY managed DESC, updated_at DESC LIMIT $1"
+		args = append(args, max)
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return 0, err
 	}
@@ -82,7 +90,7 @@ func (s *Store) LoadInto(ctx context.Context, lim *limiter.Limiter) (int, error)
 	n := 0
 	var b limiter.Bucket
 	for rows.Next() {
-		if err := rows.Scan(&b.ClientID, &b.Capacity, &b.Tokens, &b.RatePerSec, &b.LastRefill, &b.Managed); err != nil {
+		if err := rows.Scan(&b.ClientID, &b.Capacity, &b.Tokens, &b.RatePerSec, &b.LastRefill, &b.Managed, &b.Version); err != nil {
 			return n, err
 		}
 		lim.Restore(b)
@@ -91,62 +99,155 @@ func (s *Store) LoadInto(ctx context.Context, lim *limiter.Limiter) (int, error)
 	return n, rows.Err()
 }
 
-const upsertSQL = `
-INSERT INTO token_buckets AS t (client_id, capacity, tokens, rate_per_sec, last_refill, managed)
-SELECT * FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::float8[], $5::timestamptz[], $6::boolean[])
-ON CONFLICT (client_id) DO UPDATE SET
-    capacity = EXCLUDED.capacity,
-    tokens = EXCLUDED.tokens,
-    rate_per_sec = EXCLUDED.rate_per_sec,
-    last_refill = EXCLUDED.last_refill,
-    managed = EXCLUDED.managed,
-    updated_at = now()`
+// notifyChannel carries the client_id of every admin change.
+const notifyChannel = "token_buckets"
 
-// Save implements limiter.Store: an upsert of whole rows, one statement per
-// batchSize rows, all in one transaction.
+// adminUpsertSQL writes an admin change: the whole row, a new version, not
+// deleted, stamped admin_at, and a notification in the same transaction.
+const adminUpsertSQL = `
+WITH w AS (
+    INSERT INTO token_buckets AS t (client_id, capacity, tokens, rate_per_sec, last_refill, managed, version, deleted, admin_at)
+    SELECT c, cap, tok, rate, lr, m, 1, false, now()
+    FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::float8[], $5::timestamptz[], $6::boolean[]) AS u(c, cap, tok, rate, lr, m)
+    ON CONFLICT (client_id) DO UPDATE SET
+        capacity = EXCLUDED.capacity,
+        tokens = EXCLUDED.tokens,
+        rate_per_sec = EXCLUDED.rate_per_sec,
+        last_refill = EXCLUDED.last_refill,
+        managed = EXCLUDED.managed,
+        version = t.version + 1,
+        deleted = false,
+        admin_at = now(),
+        updated_at = now()
+    RETURNING t.client_id
+)
+SELECT count(pg_notify('` + notifyChannel + `', client_id)) FROM w`
+
+// Save implements limiter.Store for admin writes, all rows in one
+// statement; every instance hears of each row at once (NOTIFY).
 func (s *Store) Save(ctx context.Context, buckets []limiter.Bucket) error {
 	if len(buckets) == 0 {
 		return nil
 	}
-	if len(buckets) <= batchSize {
-		return s.saveBatch(ctx, s.pool, buckets)
-	}
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		for start := 0; start < len(buckets); start += batchSize {
-			if err := s.saveBatch(ctx, tx, buckets[start:min(start+batchSize, len(buckets))]); err != nil {
-				return err
-			}
+	return s.retryOnce(ctx, func() error {
+		n := len(buckets)
+		ids := make([]string, n)
+		capacities := make([]int64, n)
+		tokens := make([]float64, n)
+		rates := make([]float64, n)
+		refills := make([]time.Time, n)
+		managed := make([]bool, n)
+		for i, b := range buckets {
+			ids[i], capacities[i], tokens[i], rates[i], refills[i], managed[i] =
+				b.ClientID, b.Capacity, min(b.Tokens, float64(b.Capacity)), b.RatePerSec, b.LastRefill, b.Managed
 		}
-		return nil
+		var count int
+		return s.pool.QueryRow(ctx, adminUpsertSQL, ids, capacities, tokens, rates, refills, managed).Scan(&count)
 	})
 }
 
-// execer is what saveBatch needs from a pool or a transaction.
-type execer interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-}
-
-func (s *Store) saveBatch(ctx context.Context, db execer, buckets []limiter.Bucket) error {
-	n := len(buckets)
-	ids := make([]string, n)
-	capacities := make([]int64, n)
-	tokens := make([]float64, n)
-	rates := make([]float64, n)
-	refills := make([]time.Time, n)
-	managed := make([]bool, n)
-	for i, b := range buckets {
-		ids[i], capacities[i], tokens[i], rates[i], refills[i], managed[i] =
-			b.ClientID, b.Capacity, min(b.Tokens, float64(b.Capacity)), b.RatePerSec, b.LastRefill, b.Managed
-	}
-	_, err := db.Exec(ctx, upsertSQL, ids, capacities, tokens, rates, refills, managed)
-	return err
-}
-
-// Delete implements limiter.Store.
+// Delete implements limiter.Store: the rows become tombstones (a new
+// version, deleted), so no instance's sync brings them back; the purge
+// removes tombstones later.
 func (s *Store) Delete(ctx context.Context, clientIDs []string) error {
 	if len(clientIDs) == 0 {
 		return nil
 	}
-	_, err := s.pool.Exec(ctx, "DELETE FROM token_buckets WHERE client_id = ANY($1)", clientIDs)
+	return s.retryOnce(ctx, func() error {
+		var count int
+		return s.pool.QueryRow(ctx, `
+WITH w AS (
+    UPDATE token_buckets SET deleted = true, version = version + 1, admin_at = now(), updated_at = now()
+    WHERE client_id = ANY($1) RETURNING client_id
+)
+SELECT count(pg_notify('`+notifyChannel+`', client_id)) FROM w`, clientIDs).Scan(&count)
+	})
+}
+
+// retryOnce runs an admin write, and once more if the first attempt met a
+// connection that died (a server restart leaves dead connections in the
+// pool); the write is one statement, so it either happened or not.
+func (s *Store) retryOnce(ctx context.Context, write func() error) error {
+	err := write()
+	if err != nil && pgconn.SafeToRetry(err) && ctx.Err() == nil {
+		err = write()
+	}
 	return err
 }
+
+// reviveSQL brings back to life, as new automatic rows, the tombstones
+// that a bucket created since the delete (version 0) spends on.
+const reviveSQL = `
+UPDATE token_buckets AS t SET
+    capacity = $4::bigint, rate_per_sec = $5::float8, managed = false, deleted = false, version = t.version + 1,
+    tokens = GREATEST($4::bigint - u.spent, -$4::bigint), last_refill = now(), updated_at = now()
+FROM unnest($1::text[], $2::float8[], $3::bigint[]) AS u(client_id, spent, version)
+WHERE t.client_id = u.client_id AND t.deleted AND u.version = 0`
+
+// syncSQL adds each spend to its row, refilled to now first, and creates
+// the missing rows with the defaults. A conflicting insert (another
+// instance created the row meanwhile) adds its spend too: the spend rides
+// in EXCLUDED as capacity - tokens. Spending under another admin version
+// than the row's is dropped, and tombstones are left alone. Only the token
+// state and updated_at change, and no index covers them: HOT updates.
+const syncSQL = `
+INSERT INTO token_buckets AS t (client_id, capacity, tokens, rate_per_sec, last_refill, version)
+SELECT u.client_id, $4::bigint, $4::bigint - u.spent, $5::float8, now(), u.version
+FROM unnest($1::text[], $2::float8[], $3::bigint[]) AS u(client_id, spent, version)
+ON CONFLICT (client_id) DO UPDATE SET
+    tokens = GREATEST(LEAST(t.capacity, t.tokens + t.rate_per_sec * extract(epoch FROM now() - t.last_refill))
+                      - (EXCLUDED.capacity - EXCLUDED.tokens), -t.capacity),
+    last_refill = now(),
+    updated_at = now()
+WHERE NOT t.deleted AND t.version = EXCLUDED.version`
+
+// stateSQL reads rows as they are now, tokens refilled to now.
+const stateSQL = `
+SELECT client_id, capacity,
+       GREATEST(LEAST(capacity, tokens + rate_per_sec * extract(epoch FROM now() - last_refill)), -capacity),
+       rate_per_sec, managed, version, deleted
+FROM token_buckets WHERE client_id = ANY($1)`
+
+// Sync implements limiter.Store: one statement adds the spending of up to
+// batchSize buckets, a second reads back their state, in one transaction.
+func (s *Store) Sync(ctx context.Context, spends []limiter.Spend) ([]limiter.Bucket, error) {
+	out := make([]limiter.Bucket, 0, len(spends))
+	for start := 0; start < len(spends); start += batchSize {
+		batch := spends[start:min(start+batchSize, len(spends))]
+		n := len(batch)
+		ids := make([]string, n)
+		spent := make([]float64, n)
+		versions := make([]int64, n)
+		for i, sp := range batch {
+			// A new row may start at most one capacity in debt.
+			ids[i], spent[i], versions[i] = sp.ClientID, min(sp.Spent, 2*float64(sp.Capacity)), sp.Version
+		}
+		def := batch[0]
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			for _, q := range []string{reviveSQL, syncSQL} {
+				if _, err := tx.Exec(ctx, q, ids, spent, versions, def.Capacity, def.RatePerSec); err != nil {
+					return err
+				}
+			}
+			rows, err := tx.Query(ctx, stateSQL, ids)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			now := time.Now()
+			for rows.Next() {
+				b := limiter.Bucket{LastRefill: now}
+				if err := rows.Scan(&b.ClientID, &b.Capacity, &b.Tokens, &b.RatePerSec, &b.Managed, &b.Version, &b.Deleted); err != nil {
+					return err
+				}
+				out = append(out, b)
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+

@@ -3,6 +3,7 @@ package pgstore
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"sync"
@@ -61,8 +62,8 @@ func TestMigrationsOnEmptyDatabaseTwiceAndAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	var versions int
-	if err := s.pool.QueryRow(context.Background(), "SELECT count(*) FROM schema_migrations").Scan(&versions); err != nil || versions != 1 {
-		t.Fatalf("schema_migrations has %d rows (%v), want 1", versions, err)
+	if err := s.pool.QueryRow(context.Background(), "SELECT count(*) FROM schema_migrations").Scan(&versions); err != nil || versions != 2 {
+		t.Fatalf("schema_migrations has %d rows (%v), want 2", versions, err)
 	}
 }
 
@@ -83,7 +84,7 @@ func TestConstraintsRejectBadRows(t *testing.T) {
 	}{
 		{"a", 0, 0, 1, "token_buckets_capacity_positive"},
 		{"b", -1, 0, 1, "token_buckets_capacity_positive"},
-		{"c", 10, -1, 1, "token_buckets_tokens_not_negative"},
+		{"c", 10, -11, 1, "token_buckets_tokens_bounded_debt"},
 		{"d", 10, 11, 1, "token_buckets_tokens_within_capacity"},
 		{"e", 10, 5, 0, "token_buckets_rate_positive"},
 		{"", 10, 5, 1, "token_buckets_client_id_length"},
@@ -141,7 +142,7 @@ func TestSaveLoadAndTrigger(t *testing.T) {
 	}
 
 	lim := limiter.New(limiter.Config{Capacity: 100, RatePerSec: 100}, s)
-	n, err := s.LoadInto(ctx, lim)
+	n, err := s.LoadInto(ctx, lim, 0)
 	if err != nil || n != batchSize+6 || lim.Len() != n {
 		t.Fatalf("loaded %d (%v), limiter has %d", n, err, lim.Len())
 	}
@@ -157,10 +158,18 @@ func TestSaveLoadAndTrigger(t *testing.T) {
 	if err := s.Delete(ctx, []string{"new", "c000001", "missing"}); err != nil {
 		t.Fatal(err)
 	}
-	var left int
-	s.pool.QueryRow(ctx, "SELECT count(*) FROM token_buckets").Scan(&left) //nolint:errcheck
-	if left != batchSize+4 {
-		t.Fatalf("%d rows after delete", left)
+	// A delete leaves tombstones, which loading skips.
+	var left, tombstones int
+	s.pool.QueryRow(ctx, "SELECT count(*) FILTER (WHERE NOT deleted), count(*) FILTER (WHERE deleted) FROM token_buckets").Scan(&left, &tombstones) //nolint:errcheck
+	if left != batchSize+4 || tombstones != 2 {
+		t.Fatalf("%d rows and %d tombstones after delete", left, tombstones)
+	}
+	lim = limiter.New(limiter.Config{Capacity: 100, RatePerSec: 100}, s)
+	if n, err := s.LoadInto(ctx, lim, 0); err != nil || n != batchSize+4 {
+		t.Fatalf("loaded %d (%v) after delete", n, err)
+	}
+	if n, _ := s.LoadInto(ctx, limiter.New(limiter.Config{Capacity: 100, RatePerSec: 100}, s), 100); n != 100 {
+		t.Fatalf("a bounded load took %d rows, want 100", n)
 	}
 }
 
@@ -185,9 +194,97 @@ func TestFlushThroughStore(t *testing.T) {
 		rows.Scan(&id, &tokens) //nolint:errcheck
 		got[id] = tokens
 	}
-	if got["10.0.0.1"] != 2 || got["::1"] != 4 || len(got) != 2 {
+	if int(got["10.0.0.1"]) != 2 || int(got["::1"]) != 4 || len(got) != 2 {
 		t.Fatalf("rows %v", got)
 	}
+}
+
+// TestSyncAddsSpendingOfSeveralInstances plays three instances on one
+// database: their spending adds up, overshoot goes into debt, an admin
+// change drops spending made before it, and a tombstone stays dead for
+// stale buckets but comes back for a new one.
+func TestSyncAddsSpendingOfSeveralInstances(t *testing.T) {
+	c := pgtest.Require(t)
+	s := open(t, c.NewDatabase(t))
+	ctx := context.Background()
+	const rate = 1e-6
+	var insts []*limiter.Limiter
+	for range 3 {
+		insts = append(insts, limiter.New(limiter.Config{Capacity: 10, RatePerSec: rate, Persist: true}, s))
+	}
+	now := time.Now().UnixNano()
+	for _, l := range insts {
+		for range 4 {
+			l.Allow([]byte("k"), now)
+		}
+	}
+	for _, l := range insts {
+		if _, err := l.Flush(ctx, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var tokens float64
+	s.pool.QueryRow(ctx, "SELECT tokens FROM token_buckets WHERE client_id = 'k'").Scan(&tokens) //nolint:errcheck
+	if math.Round(tokens) != -2 {
+		t.Fatalf("tokens %v, want 10 - 12 = -2", tokens)
+	}
+	// An admin PATCH to 5 on one instance; another instance's earlier
+	// spending arrives after it and is dropped.
+	insts[1].Allow([]byte("other"), now) // unrelated
+	if err := s.Save(ctx, []limiter.Bucket{{ClientID: "k", Capacity: 10, Tokens: 5, RatePerSec: rate, LastRefill: time.Now(), Managed: true}}); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.Sync(ctx, []limiter.Spend{{ClientID: "k", Spent: 3, Version: 0, Capacity: 10, RatePerSec: rate}})
+	if err != nil || len(rows) != 1 || rows[0].WholeTokens() != 5 || rows[0].Version != 1 || !rows[0].Managed {
+		t.Fatalf("stale spend after an admin change: %+v %v", rows, err)
+	}
+	rows, _ = s.Sync(ctx, []limiter.Spend{{ClientID: "k", Spent: 1, Version: 1, Capacity: 10, RatePerSec: rate}})
+	if rows[0].WholeTokens() != 4 {
+		t.Fatalf("spend under the current version: %+v", rows)
+	}
+	// Delete: a stale bucket (version 1) cannot bring it back; a new one
+	// (version 0) starts a fresh automatic row.
+	if err := s.Delete(ctx, []string{"k"}); err != nil {
+		t.Fatal(err)
+	}
+	rows, _ = s.Sync(ctx, []limiter.Spend{{ClientID: "k", Spent: 2, Version: 1, Capacity: 10, RatePerSec: rate}})
+	if !rows[0].Deleted {
+		t.Fatalf("a stale sync undid a delete: %+v", rows)
+	}
+	rows, _ = s.Sync(ctx, []limiter.Spend{{ClientID: "k", Spent: 2, Version: 0, Capacity: 10, RatePerSec: rate}})
+	if rows[0].Deleted || rows[0].Managed || rows[0].WholeTokens() != 8 {
+		t.Fatalf("a new bucket after the delete: %+v", rows)
+	}
+}
+
+// TestListenAppliesAdminChangesOfOtherInstances: a change saved through
+// one store reaches a limiter listening through another within a second.
+func TestListenAppliesAdminChangesOfOtherInstances(t *testing.T) {
+	c := pgtest.Require(t)
+	url := c.NewDatabase(t)
+	a, b := open(t, url), open(t, url)
+	lim := limiter.New(limiter.Config{Capacity: 10, RatePerSec: 1, Persist: true}, b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go b.Listen(ctx, lim, func(err error) { t.Log(err) })
+	time.Sleep(200 * time.Millisecond) // LISTEN in place
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if cond() {
+				return
+			}
+		}
+		t.Fatalf("%s: not applied within 1 s", what)
+	}
+	if err := a.Save(ctx, []limiter.Bucket{{ClientID: "x", Capacity: 3, Tokens: 1, RatePerSec: 1, LastRefill: time.Now(), Managed: true}}); err != nil {
+		t.Fatal(err)
+	}
+	wait("create", func() bool { got, ok := lim.Get("x", time.Now().UnixNano()); return ok && got.Capacity == 3 })
+	if err := a.Delete(ctx, []string{"x"}); err != nil {
+		t.Fatal(err)
+	}
+	wait("delete", func() bool { _, ok := lim.Get("x", time.Now().UnixNano()); return !ok })
 }
 
 func TestOpenGivesUpOnUnreachableDatabase(t *testing.T) {
@@ -242,7 +339,7 @@ func BenchmarkLoad1M(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		lim := limiter.New(limiter.Config{Capacity: 100, RatePerSec: 100}, s)
-		if n, err := s.LoadInto(ctx, lim); err != nil || n != 1_000_000 {
+		if n, err := s.LoadInto(ctx, lim, 0); err != nil || n != 1_000_000 {
 			b.Fatal(n, err)
 		}
 	}

@@ -44,7 +44,9 @@ type Config struct {
 
 	DatabaseURL            string        `env:"EQUALIZER_DATABASE_URL" help:"PostgreSQL URL; empty keeps buckets in memory only"`
 	DatabaseConnectTimeout time.Duration `env:"EQUALIZER_DATABASE_CONNECT_TIMEOUT" envDefault:"30s" help:"how long start-up retries an unreachable database"`
-	PersistInterval        time.Duration `env:"EQUALIZER_PERSIST_INTERVAL" envDefault:"1s" help:"how often changed buckets are written to the store"`
+	PersistInterval        time.Duration `env:"EQUALIZER_PERSIST_INTERVAL" envDefault:"1s" help:"the longest a bucket's spending waits to be written (the persister runs at the smaller of this and EQUALIZER_SYNC_INTERVAL)"`
+	SyncInterval           time.Duration `env:"EQUALIZER_SYNC_INTERVAL" envDefault:"200ms" help:"how often an instance adds its spending to PostgreSQL and adopts the shared state"`
+	BucketTTL              time.Duration `env:"EQUALIZER_BUCKET_TTL" envDefault:"24h" help:"rows of automatic buckets full and unused this long, and tombstones this old, are purged"`
 	APIDefaultLimit        int           `env:"EQUALIZER_API_DEFAULT_LIMIT" envDefault:"10" help:"page size of GET /buckets without limit"`
 
 	ShutdownTimeout    time.Duration `env:"EQUALIZER_SHUTDOWN_TIMEOUT" envDefault:"10s" help:"drain time on SIGINT/SIGTERM"`
@@ -159,10 +161,15 @@ func (c *Config) validate(environ map[string]string) error {
 	if c.BucketCapacity > 1_000_000_000 {
 		return bad("BucketCapacity", "must be at most 1000000000")
 	}
+	if float64(c.BucketCapacity)/c.RatePerSec() > 1e9 {
+		return bad("BucketRefillInterval", fmt.Sprintf("a full refill of %d tokens at %d per %s would take over 1e9 seconds",
+			c.BucketCapacity, c.BucketRefillAmount, c.BucketRefillInterval))
+	}
 	for field, d := range map[string]time.Duration{
 		"HealthInterval": c.HealthInterval, "HealthTimeout": c.HealthTimeout,
 		"BucketRefillInterval": c.BucketRefillInterval, "DatabaseConnectTimeout": c.DatabaseConnectTimeout,
 		"PersistInterval": c.PersistInterval, "ShutdownTimeout": c.ShutdownTimeout,
+		"SyncInterval": c.SyncInterval, "BucketTTL": c.BucketTTL,
 		"BackendTimeout": c.BackendTimeout, "DialTimeout": c.DialTimeout, "BackendIdleTimeout": c.BackendIdleTimeout,
 		"StreamIdleTimeout": c.StreamIdleTimeout, "TunnelIdleTimeout": c.TunnelIdleTimeout,
 		"ReadTimeout": c.ReadTimeout, "WriteTimeout": c.WriteTimeout, "IdleTimeout": c.IdleTimeout,

@@ -123,7 +123,7 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 	}, store)
 	if pg, ok := store.(*pgstore.Store); ok {
 		start := time.Now()
-		n, err := pg.LoadInto(context.Background(), lim)
+		n, err := pg.LoadInto(context.Background(), lim, cfg.MaxBuckets)
 		if err != nil {
 			return fmt.Errorf("load buckets: %w", err)
 		}
@@ -204,9 +204,16 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 			persistDone <- nil
 			return
 		}
-		storeErrors := throttle(log, 10*time.Second)
-		persistDone <- lim.RunPersister(persistCtx, cfg.PersistInterval, cfg.ShutdownTimeout, storeErrors)
+		storeErrors := throttle(log, 10*time.Second, "syncing buckets with PostgreSQL failed; retrying with backoff")
+		persistDone <- lim.RunPersister(persistCtx, min(cfg.SyncInterval, cfg.PersistInterval), cfg.ShutdownTimeout, storeErrors)
 	}()
+	if pg, ok := store.(*pgstore.Store); ok {
+		// Admin changes made on any instance, and the purge of unused rows.
+		background.Go(func() { pg.Listen(persistCtx, lim, throttle(log, 10*time.Second, "admin changes of other instances not received; reconnecting")) })
+		background.Go(func() {
+			pg.RunPurge(persistCtx, cfg.BucketTTL, min(cfg.BucketTTL/24, time.Hour), throttle(log, time.Minute, "purging unused bucket rows failed"))
+		})
+	}
 
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- proxyServer.Serve(proxy.LenientListener{Listener: proxyLn}) }()
@@ -272,7 +279,7 @@ func openStore(cfg Config, log zerolog.Logger) (limiter.Store, func(), error) {
 
 // throttle returns an error reporter that logs at most one line per period
 // with the number of errors it swallowed in between.
-func throttle(log zerolog.Logger, every time.Duration) func(error) {
+func throttle(log zerolog.Logger, every time.Duration, msg string) func(error) {
 	var last time.Time
 	skipped := 0
 	return func(err error) {
@@ -280,7 +287,7 @@ func throttle(log zerolog.Logger, every time.Duration) func(error) {
 			skipped++
 			return
 		}
-		log.Error().Err(err).Int("suppressed", skipped).Msg("persisting buckets failed; retrying with backoff")
+		log.Error().Err(err).Int("suppressed", skipped).Msg(msg)
 		last, skipped = time.Now(), 0
 	}
 }

@@ -24,7 +24,7 @@ func dbTokens(t *testing.T, url, id string) float64 {
 	}
 	defer conn.Close(ctx)
 	var tokens float64
-	err = conn.QueryRow(ctx, "SELECT tokens FROM token_buckets WHERE client_id = $1", id).Scan(&tokens)
+	err = conn.QueryRow(ctx, "SELECT tokens FROM token_buckets WHERE client_id = $1 AND NOT deleted", id).Scan(&tokens)
 	if err == pgx.ErrNoRows {
 		return -1
 	}
@@ -129,6 +129,7 @@ func TestAdminWritesReachTheTableBeforeTheAnswer(t *testing.T) {
 	url := c.NewDatabase(t)
 	env := pgEnv(t, url)
 	env["EQUALIZER_PERSIST_INTERVAL"] = "1h" // the persister cannot be the one writing
+	env["EQUALIZER_SYNC_INTERVAL"] = "1h"
 	in := startInstance(t, env)
 	f := func(method, path, body string, wantCode int, wantTokens float64) {
 		t.Helper()

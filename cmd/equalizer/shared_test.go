@@ -1,0 +1,248 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"gopher-equalizer/pgstore/pgtest"
+)
+
+// sharedEnv is the environment of instances sharing one database.
+func sharedEnv(t *testing.T, url, capacity, refill string) map[string]string {
+	return map[string]string{
+		"EQUALIZER_BACKENDS":               okBackend(t),
+		"EQUALIZER_DATABASE_URL":           url,
+		"EQUALIZER_BUCKET_CAPACITY":        capacity,
+		"EQUALIZER_BUCKET_REFILL_AMOUNT":   refill,
+		"EQUALIZER_BUCKET_REFILL_INTERVAL": "1s",
+		"EQUALIZER_CLIENT_KEY":             "header:X-Client",
+		"EQUALIZER_HEALTH_INTERVAL":        "1h",
+		"EQUALIZER_LOG_LEVEL":              "warn",
+	}
+}
+
+// drive sends requests for key to in at the given rate until stop, and
+// counts the admitted ones.
+func drive(in *instance, key string, every time.Duration, stop <-chan struct{}, admitted *atomic.Int64, wg *sync.WaitGroup) {
+	wg.Go(func() {
+		client := &http.Client{Timeout: 5 * time.Second}
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			req, _ := http.NewRequest("GET", "http://"+in.proxy+"/", nil)
+			req.Header.Set("X-Client", key)
+			resp, err := client.Do(req)
+			if err != nil {
+				continue
+			}
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				admitted.Add(1)
+			}
+		}
+	})
+}
+
+func TestThreeInstancesShareOneLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs for 20 s")
+	}
+	c := pgtest.Require(t)
+	url := c.NewDatabase(t)
+	env := sharedEnv(t, url, "50", "10")
+	var ins []*instance
+	for range 3 {
+		ins = append(ins, startInstanceOf(t, plainBinary(t), env))
+	}
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	start := time.Now()
+	for _, in := range ins {
+		drive(in, "one-key", 20*time.Millisecond, stop, &admitted, &wg) // 50/s each: 15 times the refill
+	}
+	time.Sleep(20 * time.Second)
+	close(stop)
+	wg.Wait()
+	elapsed := time.Since(start).Seconds()
+	want := 50 + 10*elapsed
+	got := float64(admitted.Load())
+	t.Logf("3 instances, capacity 50, refill 10/s, %.1f s: admitted %.0f, ideal %.0f (%.1f%%)", elapsed, got, want, 100*(got-want)/want)
+	if math.Abs(got-want) > 0.05*want {
+		t.Fatalf("admitted %.0f, want %.0f +- 5%%", got, want)
+	}
+}
+
+func TestAdminChangesReachEveryInstance(t *testing.T) {
+	c := pgtest.Require(t)
+	url := c.NewDatabase(t)
+	env := sharedEnv(t, url, "50", "1")
+	var ins []*instance
+	for range 3 {
+		ins = append(ins, startInstanceOf(t, plainBinary(t), env))
+	}
+	a, b, cc := ins[0], ins[1], ins[2]
+	seen := func(what string, in *instance, cond func(code int, body string) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Second); ; time.Sleep(20 * time.Millisecond) {
+			code, body := in.adminCall(t, "GET", "/buckets/k", "")
+			if cond(code, body) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not seen by %s within 1 s: %d %s", what, in.proxy, code, body)
+			}
+		}
+	}
+	b.spend(t, "k", 3) // B knows k as an automatic bucket
+	if code, body := a.adminCall(t, "POST", "/buckets", `{"client_id":"k","capacity":5,"tokens":5}`); code != 201 {
+		t.Fatalf("POST: %d %s", code, body)
+	}
+	for _, in := range []*instance{b, cc} {
+		seen("POST", in, func(code int, body string) bool { return code == 200 && contains(body, `"capacity":5`) })
+	}
+	if code, _ := a.adminCall(t, "PATCH", "/buckets/k", `{"tokens":0}`); code != 204 {
+		t.Fatal("PATCH")
+	}
+	for _, in := range []*instance{b, cc} {
+		seen("PATCH", in, func(code int, body string) bool { return code == 200 && contains(body, `"tokens":0`) })
+	}
+	if code, _, _ := b.get(t, "/", "X-Client", "k"); code != 429 {
+		t.Fatalf("B admitted a request after PATCH tokens 0 on A: %d", code)
+	}
+	// Syncs of every instance go on; the change must not be undone.
+	time.Sleep(time.Second)
+	for _, in := range ins {
+		if code, body := in.adminCall(t, "GET", "/buckets/k", ""); code != 200 || !contains(body, `"capacity":5`) {
+			t.Fatalf("the admin change was undone on %s: %d %s", in.proxy, code, body)
+		}
+	}
+	if code, _ := a.adminCall(t, "DELETE", "/buckets/k", ""); code != 204 {
+		t.Fatal("DELETE")
+	}
+	for _, in := range []*instance{b, cc} {
+		seen("DELETE", in, func(code int, _ string) bool { return code == 404 })
+	}
+	time.Sleep(time.Second)
+	if got := dbTokens(t, url, "k"); got != -1 {
+		t.Fatalf("a sync brought the deleted row back: %v tokens", got)
+	}
+	// The client's next request starts a fresh default bucket everywhere.
+	if code, _, _ := cc.get(t, "/", "X-Client", "k"); code != 200 {
+		t.Fatalf("after DELETE: %d", code)
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func TestThreeInstancesManyKeys(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs for 20 s")
+	}
+	c := pgtest.Require(t)
+	url := c.NewDatabase(t)
+	env := sharedEnv(t, url, "5", "1")
+	var ins []*instance
+	for range 3 {
+		ins = append(ins, startInstanceOf(t, plainBinary(t), env))
+	}
+	const keys, workers = 1000, 8
+	admitted := make([]atomic.Int64, keys)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	start := time.Now()
+	// Every instance sees every key once a second: 3 requests a second
+	// per key against a refill of 1.
+	for _, in := range ins {
+		for w := range workers {
+			wg.Go(func() {
+				client := &http.Client{Timeout: 5 * time.Second}
+				for round := 0; ; round++ {
+					for k := w; k < keys; k += workers {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						req, _ := http.NewRequest("GET", "http://"+in.proxy+"/", nil)
+						req.Header.Set("X-Client", fmt.Sprintf("key-%d", k))
+						if resp, err := client.Do(req); err == nil {
+							resp.Body.Close()
+							if resp.StatusCode == 200 {
+								admitted[k].Add(1)
+							}
+						}
+					}
+					time.Sleep(time.Until(start.Add(time.Duration(round+1) * time.Second)))
+				}
+			})
+		}
+	}
+	time.Sleep(20 * time.Second)
+	close(stop)
+	wg.Wait()
+	want := 5 + time.Since(start).Seconds()
+	worst, off := 0.0, 0
+	for k := range admitted {
+		d := math.Abs(float64(admitted[k].Load())-want) / want
+		worst = max(worst, d)
+		if d > 0.10 {
+			off++
+		}
+	}
+	t.Logf("1,000 keys over 3 instances: ideal %.1f each, worst key off by %.1f%%, %d keys beyond 10%%", want, 100*worst, off)
+	if off > 0 {
+		t.Fatalf("%d of %d keys off by more than 10%%", off, keys)
+	}
+}
+
+func TestRestartUnderLoadNeitherLosesNorDoubles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs for 20 s")
+	}
+	c := pgtest.Require(t)
+	url := c.NewDatabase(t)
+	env := sharedEnv(t, url, "50", "10")
+	var ins []*instance
+	for range 3 {
+		ins = append(ins, startInstanceOf(t, plainBinary(t), env))
+	}
+	var admitted atomic.Int64
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	start := time.Now()
+	for _, in := range ins[:2] {
+		drive(in, "one-key", 20*time.Millisecond, stop, &admitted, &wg)
+	}
+	stopC := make(chan struct{})
+	drive(ins[2], "one-key", 20*time.Millisecond, stopC, &admitted, &wg)
+	time.Sleep(8 * time.Second)
+	// Restart the third instance: graceful stop, start again, traffic on.
+	close(stopC)
+	if code := ins[2].stop(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	again := startInstanceOf(t, plainBinary(t), env)
+	drive(again, "one-key", 20*time.Millisecond, stop, &admitted, &wg)
+	time.Sleep(time.Until(start.Add(20 * time.Second)))
+	close(stop)
+	wg.Wait()
+	want := 50 + 10*time.Since(start).Seconds()
+	got := float64(admitted.Load())
+	t.Logf("restart under load: admitted %.0f, ideal %.0f (%.1f%%)", got, want, 100*(got-want)/want)
+	if math.Abs(got-want) > 0.05*want {
+		t.Fatalf("admitted %.0f, want %.0f +- 5%%", got, want)
+	}
+}
