@@ -5,7 +5,10 @@ package pgstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -211,6 +214,10 @@ FROM token_buckets WHERE client_id = ANY($1)`
 // Sync implements limiter.Store: one statement adds the spending of up to
 // batchSize buckets, a second reads back their state, in one transaction.
 func (s *Store) Sync(ctx context.Context, spends []limiter.Spend) ([]limiter.Bucket, error) {
+	// Every instance locks rows in key order, so that two batches that
+	// share keys wait for each other instead of deadlocking.
+	spends = slices.Clone(spends)
+	slices.SortFunc(spends, func(a, b limiter.Spend) int { return strings.Compare(a.ClientID, b.ClientID) })
 	out := make([]limiter.Bucket, 0, len(spends))
 	for start := 0; start < len(spends); start += batchSize {
 		batch := spends[start:min(start+batchSize, len(spends))]
@@ -223,26 +230,28 @@ func (s *Store) Sync(ctx context.Context, spends []limiter.Spend) ([]limiter.Buc
 			ids[i], spent[i], versions[i] = sp.ClientID, min(sp.Spent, 2*float64(sp.Capacity)), sp.Version
 		}
 		def := batch[0]
-		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			for _, q := range []string{reviveSQL, syncSQL} {
-				if _, err := tx.Exec(ctx, q, ids, spent, versions, def.Capacity, def.RatePerSec); err != nil {
+		err := s.retryConflict(ctx, func() error {
+			return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+				for _, q := range []string{reviveSQL, syncSQL} {
+					if _, err := tx.Exec(ctx, q, ids, spent, versions, def.Capacity, def.RatePerSec); err != nil {
+						return err
+					}
+				}
+				rows, err := tx.Query(ctx, stateSQL, ids)
+				if err != nil {
 					return err
 				}
-			}
-			rows, err := tx.Query(ctx, stateSQL, ids)
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			now := time.Now()
-			for rows.Next() {
-				b := limiter.Bucket{LastRefill: now}
-				if err := rows.Scan(&b.ClientID, &b.Capacity, &b.Tokens, &b.RatePerSec, &b.Managed, &b.Version, &b.Deleted); err != nil {
-					return err
+				defer rows.Close()
+				now := time.Now()
+				for rows.Next() {
+					b := limiter.Bucket{LastRefill: now}
+					if err := rows.Scan(&b.ClientID, &b.Capacity, &b.Tokens, &b.RatePerSec, &b.Managed, &b.Version, &b.Deleted); err != nil {
+						return err
+					}
+					out = append(out, b)
 				}
-				out = append(out, b)
-			}
-			return rows.Err()
+				return rows.Err()
+			})
 		})
 		if err != nil {
 			return nil, err
@@ -251,3 +260,20 @@ func (s *Store) Sync(ctx context.Context, spends []limiter.Spend) ([]limiter.Buc
 	return out, nil
 }
 
+// retryConflict runs a transaction again, up to three times, when
+// PostgreSQL aborted it for a deadlock or a serialization failure: the
+// next attempt usually goes through at once, and the sync must not wait
+// for its backoff.
+func (s *Store) retryConflict(ctx context.Context, tx func() error) error {
+	var err error
+	for range 3 {
+		if err = tx(); err == nil || ctx.Err() != nil {
+			return err
+		}
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || (pgErr.Code != "40P01" && pgErr.Code != "40001") {
+			return err
+		}
+	}
+	return err
+}

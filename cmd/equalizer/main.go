@@ -123,7 +123,7 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 	}, store)
 	if pg, ok := store.(*pgstore.Store); ok {
 		start := time.Now()
-		n, err := pg.LoadInto(context.Background(), lim, cfg.MaxBuckets)
+		n, err := pg.LoadInto(context.Background(), lim, cfg.MaxBuckets*9/10) // room for new clients
 		if err != nil {
 			return fmt.Errorf("load buckets: %w", err)
 		}
@@ -209,7 +209,9 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 	}()
 	if pg, ok := store.(*pgstore.Store); ok {
 		// Admin changes made on any instance, and the purge of unused rows.
-		background.Go(func() { pg.Listen(persistCtx, lim, throttle(log, 10*time.Second, "admin changes of other instances not received; reconnecting")) })
+		background.Go(func() {
+			pg.Listen(persistCtx, lim, throttle(log, 10*time.Second, "admin changes of other instances not received; reconnecting"))
+		})
 		background.Go(func() {
 			pg.RunPurge(persistCtx, cfg.BucketTTL, min(cfg.BucketTTL/24, time.Hour), throttle(log, time.Minute, "purging unused bucket rows failed"))
 		})

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"net/http"
@@ -10,6 +11,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/valyala/fasthttp"
 
 	"gopher-equalizer/pgstore/pgtest"
 )
@@ -158,8 +162,9 @@ func TestThreeInstancesManyKeys(t *testing.T) {
 	for range 3 {
 		ins = append(ins, startInstanceOf(t, plainBinary(t), env))
 	}
-	const keys, workers = 1000, 8
+	const keys, workers = 1000, 32
 	admitted := make([]atomic.Int64, keys)
+	var sent atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -168,7 +173,9 @@ func TestThreeInstancesManyKeys(t *testing.T) {
 	for _, in := range ins {
 		for w := range workers {
 			wg.Go(func() {
-				client := &http.Client{Timeout: 5 * time.Second}
+				client := &fasthttp.HostClient{Addr: in.proxy, MaxConns: 1}
+				var req fasthttp.Request
+				var resp fasthttp.Response
 				for round := 0; ; round++ {
 					for k := w; k < keys; k += workers {
 						select {
@@ -176,13 +183,11 @@ func TestThreeInstancesManyKeys(t *testing.T) {
 							return
 						default:
 						}
-						req, _ := http.NewRequest("GET", "http://"+in.proxy+"/", nil)
+						req.SetRequestURI("http://" + in.proxy + "/")
 						req.Header.Set("X-Client", fmt.Sprintf("key-%d", k))
-						if resp, err := client.Do(req); err == nil {
-							resp.Body.Close()
-							if resp.StatusCode == 200 {
-								admitted[k].Add(1)
-							}
+						sent.Add(1)
+						if client.DoTimeout(&req, &resp, 5*time.Second) == nil && resp.StatusCode() == 200 {
+							admitted[k].Add(1)
 						}
 					}
 					time.Sleep(time.Until(start.Add(time.Duration(round+1) * time.Second)))
@@ -195,6 +200,11 @@ func TestThreeInstancesManyKeys(t *testing.T) {
 	wg.Wait()
 	want := 5 + time.Since(start).Seconds()
 	worst, off := 0.0, 0
+	var total int64
+	for k := range admitted {
+		total += admitted[k].Load()
+	}
+	t.Logf("mean admitted per key %.1f", float64(total)/keys)
 	for k := range admitted {
 		d := math.Abs(float64(admitted[k].Load())-want) / want
 		worst = max(worst, d)
@@ -202,7 +212,11 @@ func TestThreeInstancesManyKeys(t *testing.T) {
 			off++
 		}
 	}
-	t.Logf("1,000 keys over 3 instances: ideal %.1f each, worst key off by %.1f%%, %d keys beyond 10%%", want, 100*worst, off)
+	t.Logf("1,000 keys over 3 instances: %d requests sent, ideal %.1f admitted each, worst key off by %.1f%%, %d keys beyond 10%%",
+		sent.Load(), want, 100*worst, off)
+	if float64(sent.Load()) < 2*want*keys {
+		t.Fatalf("the test could send only %d requests, not enough to drive every key above its limit", sent.Load())
+	}
 	if off > 0 {
 		t.Fatalf("%d of %d keys off by more than 10%%", off, keys)
 	}
@@ -244,5 +258,49 @@ func TestRestartUnderLoadNeitherLosesNorDoubles(t *testing.T) {
 	t.Logf("restart under load: admitted %.0f, ideal %.0f (%.1f%%)", got, want, 100*(got-want)/want)
 	if math.Abs(got-want) > 0.05*want {
 		t.Fatalf("admitted %.0f, want %.0f +- 5%%", got, want)
+	}
+}
+
+// TestBigTableAndTinyRate: a table with more rows than EQUALIZER_MAX_BUCKETS
+// loads what fits and deletes nothing, a new client gets in at once; a rate
+// of 1 token per 1000 h is stored exactly and persisted.
+func TestBigTableAndTinyRate(t *testing.T) {
+	c := pgtest.Require(t)
+	url := c.NewDatabase(t)
+	env := sharedEnv(t, url, "10", "1")
+	env["EQUALIZER_BUCKET_REFILL_INTERVAL"] = "1000h"
+	env["EQUALIZER_MAX_BUCKETS"] = "1000"
+	in := startInstanceOf(t, plainBinary(t), env) // creates the schema
+	in.stop(t, syscall.SIGTERM)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `INSERT INTO token_buckets (client_id, capacity, tokens, rate_per_sec, last_refill)
+		SELECT 'old-' || g, 10, 3, 1, now() FROM generate_series(1, 1500) g`); err != nil {
+		t.Fatal(err)
+	}
+	in = startInstanceOf(t, plainBinary(t), env)
+	if code, _, _ := in.get(t, "/", "X-Client", "newcomer"); code != 200 {
+		t.Fatalf("a new client with a full table: %d", code)
+	}
+	in.spend(t, "tiny", 3)
+	if code := in.stop(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit %d\n%s", code, in.log())
+	}
+	var rows int
+	var rate float64
+	conn.QueryRow(ctx, "SELECT count(*) FROM token_buckets WHERE client_id LIKE 'old-%'").Scan(&rows) //nolint:errcheck
+	conn.QueryRow(ctx, "SELECT rate_per_sec FROM token_buckets WHERE client_id = 'tiny'").Scan(&rate) //nolint:errcheck
+	if rows != 1500 {
+		t.Fatalf("%d of 1500 rows left: eviction or loading deleted rows", rows)
+	}
+	if want := 1 / (1000 * 3600.0); math.Abs(rate-want) > want*1e-6 {
+		t.Fatalf("rate stored as %g, want %g", rate, want)
+	}
+	if got := dbTokens(t, url, "tiny"); math.Abs(got-7) > 0.01 {
+		t.Fatalf("tiny has %v tokens in the table, want 7", got)
 	}
 }
