@@ -100,6 +100,8 @@ eq equalizer 9201
 eq equalizer-nolimit 9202 EQUALIZER_RATE_LIMIT=false
 eq equalizer-pg 9203 EQUALIZER_DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres?sslmode=disable"
 eq equalizer-header 9204 EQUALIZER_CLIENT_KEY=header:X-Client
+eq equalizer-pg-header 9207 EQUALIZER_CLIENT_KEY=header:X-Client \
+  EQUALIZER_DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres?sslmode=disable"
 [ -n "${BASELINE:-}" ] && EQ_BIN=$WORK/equalizer-baseline eq equalizer-baseline 9206
 start equalizer-429 env -i PATH="$PATH" EQUALIZER_LISTEN=127.0.0.1:9205 EQUALIZER_ADMIN_LISTEN=127.0.0.1:10205 \
   EQUALIZER_BACKENDS="$BACKENDS" EQUALIZER_LOG_LEVEL=warn \
@@ -192,11 +194,14 @@ TARGETS=(
   "gopher-equalizer-429 127.0.0.1:9205"
   "gopher-equalizer-one-client-header 127.0.0.1:9204 single.lua"
   "gopher-equalizer-100k-clients 127.0.0.1:9204 many.lua"
+  "gopher-equalizer-postgres-100k-clients 127.0.0.1:9207 many.lua"
 )
 [ -n "${BASELINE:-}" ] && TARGETS=("${TARGETS[@]:0:2}" "gopher-equalizer-baseline-$BASELINE 127.0.0.1:9206" "${TARGETS[@]:2}")
 for t in "${TARGETS[@]}"; do set -- $t; wait_http "$2"; done
 curl -s -o /dev/null 127.0.0.1:9205/ # spend the only token of the 429 run
 
+pgq() { psql -h 127.0.0.1 -p $PGPORT -U postgres -d postgres -Atc "$1"; }
+WAL0=$(pgq "SELECT pg_current_wal_lsn()")
 echo "running: $ROUNDS rounds x connections {$CONNS} x ${DURATION}s, targets interleaved" >&2
 for round in $(seq 1 "$ROUNDS"); do
   for c in $CONNS; do
@@ -213,9 +218,18 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
+# What PostgreSQL wrote for the two PostgreSQL targets.
+PG_SECONDS=$((ROUNDS * $(echo $CONNS | wc -w) * 2 * DURATION))
+PG_STATS=$(pgq "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'token_buckets'")
+WAL_BYTES=$(pgq "SELECT pg_current_wal_lsn() - '$WAL0'::pg_lsn")
 {
   echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $(go version | cut -d' ' -f3)"
   echo "Command: ${BASELINE:+BASELINE=$BASELINE }ROUNDS=$ROUNDS DURATION=$DURATION CONNS=\"$CONNS\" WRK_THREADS=$WRK_THREADS bench/run.sh"
   echo
   "$WORK/report" -svg "$OUT/chart.svg" "$OUT/results.tsv"
+  IFS='|' read -r ins upd hot <<<"$PG_STATS"
+  echo
+  echo "PostgreSQL during the ${PG_SECONDS} s of traffic on the two PostgreSQL targets: $ins rows inserted," \
+    "$upd updated ($hot of them HOT), $((WAL_BYTES / 1048576)) MiB of WAL;" \
+    "$(( (ins + upd) / PG_SECONDS )) rows and $((WAL_BYTES / PG_SECONDS / 1024)) KiB of WAL per second."
 } | tee "$OUT/results.md"

@@ -178,6 +178,8 @@ func write(w io.Writer, order []string, connsList []int, sum map[key]summary) {
 		fmt.Fprintf(w, "- gopher-equalizer with PostgreSQL persistence / best peer: %s\n", ratio(sum[key{"gopher-equalizer-postgres", c}].rps, best))
 		fmt.Fprintf(w, "- limiter on / limiter off: %s\n", ratio(eq.rps, sum[key{"gopher-equalizer-limiter-off", c}].rps))
 		fmt.Fprintf(w, "- PostgreSQL persistence / in-memory store: %s\n", ratio(sum[key{"gopher-equalizer-postgres", c}].rps, eq.rps))
+		fmt.Fprintf(w, "- PostgreSQL persistence and sync / in-memory store, 100,000 clients: %s\n",
+			ratio(sum[key{"gopher-equalizer-postgres-100k-clients", c}].rps, sum[key{"gopher-equalizer-100k-clients", c}].rps))
 		fmt.Fprintf(w, "- 429 path / forward path: %s\n", ratio(sum[key{"gopher-equalizer-429", c}].rps, eq.rps))
 		fmt.Fprintf(w, "- 100,000 clients / one client (both header-keyed, via wrk Lua): %s\n\n",
 			ratio(sum[key{"gopher-equalizer-100k-clients", c}].rps, sum[key{"gopher-equalizer-one-client-header", c}].rps))
