@@ -263,7 +263,17 @@ func (a *API) get(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
-	row, ok := a.lim.Get(id, a.now().UnixNano())
+	var row limiter.Bucket
+	var ok bool
+	err = a.storeCall(func(c context.Context) error {
+		var ferr error
+		row, ok, ferr = a.lim.Fetch(c, id, a.now().UnixNano())
+		return ferr
+	})
+	if err != nil {
+		a.writeStoreError(ctx, err)
+		return
+	}
 	if !ok {
 		writeError(ctx, fasthttp.StatusNotFound, "bucket not found")
 		return

@@ -75,6 +75,9 @@ type Store interface {
 	Save(ctx context.Context, buckets []Bucket) error
 	Delete(ctx context.Context, clientIDs []string) error
 	Sync(ctx context.Context, spends []Spend) ([]Bucket, error)
+	// Load reads one row as it is now; found is false for no row or a
+	// tombstone.
+	Load(ctx context.Context, clientID string) (row Bucket, found bool, err error)
 	Ping(ctx context.Context) error
 }
 
@@ -239,6 +242,36 @@ func (l *Limiter) Get(clientID string, now int64) (Bucket, bool) {
 	return l.snapshot(b, now), true
 }
 
+// Fetch returns the bucket of clientID as it is at now, reading it from the
+// store when this instance has not seen the client yet (another instance
+// may have): the admin API answers the same on every instance.
+func (l *Limiter) Fetch(ctx context.Context, clientID string, now int64) (Bucket, bool, error) {
+	if b, ok := l.Get(clientID, now); ok {
+		return b, true, nil
+	}
+	if _, err := l.loadMissing(ctx, clientID); err != nil {
+		return Bucket{}, false, err
+	}
+	b, ok := l.Get(clientID, now)
+	return b, ok, nil
+}
+
+// loadMissing puts clientID's row into memory if the store has one and
+// memory does not; it reports whether the bucket is in memory now.
+func (l *Limiter) loadMissing(ctx context.Context, clientID string) (bool, error) {
+	if _, ok := l.buckets.Load(clientID); ok {
+		return true, nil
+	}
+	row, found, err := l.store.Load(ctx, clientID)
+	if err != nil || !found {
+		return false, err
+	}
+	if _, loaded := l.buckets.LoadOrStore(clientID, l.newBucket(row)); !loaded {
+		l.count.Add(1)
+	}
+	return true, nil
+}
+
 // List returns up to limit buckets ordered by client ID, skipping offset.
 // It walks every bucket but keeps only offset+limit of them, so a page of a
 // million buckets costs one pass and little memory.
@@ -384,6 +417,9 @@ func (l *Limiter) update(ctx context.Context, clientID string, now int64, change
 		return err
 	}
 	defer l.unlock()
+	if _, err := l.loadMissing(ctx, clientID); err != nil {
+		return err
+	}
 	b, ok := l.buckets.Load(clientID)
 	if !ok {
 		return ErrNotFound
@@ -411,6 +447,9 @@ func (l *Limiter) Delete(ctx context.Context, clientID string) error {
 		return err
 	}
 	defer l.unlock()
+	if _, err := l.loadMissing(ctx, clientID); err != nil {
+		return err
+	}
 	b, ok := l.buckets.Load(clientID)
 	if !ok {
 		return ErrNotFound

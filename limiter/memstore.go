@@ -68,6 +68,19 @@ func refilled(b Bucket, now time.Time) float64 {
 	return min(float64(b.Capacity), b.Tokens+b.RatePerSec*now.Sub(b.LastRefill).Seconds())
 }
 
+// Load implements Store.
+func (m *MemoryStore) Load(_ context.Context, id string) (Bucket, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.rows[id]
+	if !ok || b.Deleted {
+		return Bucket{}, false, nil
+	}
+	b.Tokens = refilled(b, time.Now())
+	b.LastRefill = time.Now()
+	return b, true, nil
+}
+
 // Ping implements Store.
 func (m *MemoryStore) Ping(context.Context) error { return nil }
 

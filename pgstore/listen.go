@@ -111,6 +111,15 @@ func scanStates(rows pgx.Rows) ([]stateRow, error) {
 	return out, rows.Err()
 }
 
+// Load implements limiter.Store: one row as it is now.
+func (s *Store) Load(ctx context.Context, clientID string) (limiter.Bucket, bool, error) {
+	row, err := s.state(ctx, clientID)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && row.Deleted) {
+		return limiter.Bucket{}, false, nil
+	}
+	return row, err == nil, err
+}
+
 // state reads one row as it is now.
 func (s *Store) state(ctx context.Context, clientID string) (limiter.Bucket, error) {
 	rows, err := s.pool.Query(ctx, stateColumns+` WHERE client_id = $1`, clientID)

@@ -344,3 +344,35 @@ func BenchmarkLoad1M(b *testing.B) {
 		}
 	}
 }
+
+// TestPurgeRemovesOnlyWhatNobodyNeeds: full automatic rows unused for the
+// TTL and old tombstones go; rows in debt, admin rows and recent rows stay.
+func TestPurgeRemovesOnlyWhatNobodyNeeds(t *testing.T) {
+	c := pgtest.Require(t)
+	s := open(t, c.NewDatabase(t))
+	ctx := context.Background()
+	_, err := s.pool.Exec(ctx, `
+INSERT INTO token_buckets (client_id, capacity, tokens, rate_per_sec, last_refill, managed, deleted, updated_at, admin_at) VALUES
+  ('full-old',      10, 10, 1e-9, now() - interval '2 days', false, false, now() - interval '2 days', now() - interval '2 days'),
+  ('debt-old',      10, -5, 1e-9, now() - interval '2 days', false, false, now() - interval '2 days', now() - interval '2 days'),
+  ('admin-old',     10, 10, 1e-9, now() - interval '2 days', true,  false, now() - interval '2 days', now() - interval '2 days'),
+  ('tombstone-old', 10, 10, 1e-9, now() - interval '2 days', false, true,  now() - interval '2 days', now() - interval '2 days'),
+  ('full-recent',   10, 10, 1e-9, now(),                     false, false, now(),                     now())`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Purge(ctx, 24*time.Hour)
+	if err != nil || n != 2 {
+		t.Fatalf("purged %d rows (%v), want 2", n, err)
+	}
+	var left []string
+	rows, _ := s.pool.Query(ctx, "SELECT client_id FROM token_buckets ORDER BY client_id")
+	for rows.Next() {
+		var id string
+		rows.Scan(&id) //nolint:errcheck
+		left = append(left, id)
+	}
+	if strings.Join(left, ",") != "admin-old,debt-old,full-recent" {
+		t.Fatalf("left %v", left)
+	}
+}

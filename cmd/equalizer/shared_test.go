@@ -166,6 +166,24 @@ func TestAdminChangesReachEveryInstance(t *testing.T) {
 	if code, _, _ := cc.get(t, "/", "X-Client", "k"); code != 200 {
 		t.Fatalf("after DELETE: %d", code)
 	}
+	// A bucket only B has seen is there for the admin API of A too.
+	b.spend(t, "only-b", 2)
+	time.Sleep(500 * time.Millisecond) // B's sync writes the row
+	if code, body := a.adminCall(t, "GET", "/buckets/only-b", ""); code != 200 || !contains(body, `"tokens":48`) {
+		t.Fatalf("GET on A of a bucket B made: %d %s", code, body)
+	}
+	if code, body := a.adminCall(t, "PATCH", "/buckets/only-b", `{"tokens":1}`); code != 204 {
+		t.Fatalf("PATCH on A of a bucket B made: %d %s", code, body)
+	}
+	seenKey := func(in *instance) bool {
+		code, body := in.adminCall(t, "GET", "/buckets/only-b", "")
+		return code == 200 && contains(body, `"tokens":1`)
+	}
+	for deadline := time.Now().Add(time.Second); !seenKey(b); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("B did not see A's PATCH of its bucket within 1 s")
+		}
+	}
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
