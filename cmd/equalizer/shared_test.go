@@ -82,13 +82,7 @@ func TestThreeInstancesShareOneLimit(t *testing.T) {
 }
 
 func shareOneKey(t *testing.T, n int) {
-	c := pgtest.Require(t)
-	url := c.NewDatabase(t)
-	env := sharedEnv(t, url, "50", "10")
-	var ins []*instance
-	for range n {
-		ins = append(ins, startInstanceOf(t, plainBinary(t), env))
-	}
+	_, _, ins := startShared(t, n, "50", "10")
 	var admitted atomic.Int64
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
@@ -109,13 +103,7 @@ func shareOneKey(t *testing.T, n int) {
 }
 
 func TestAdminChangesReachEveryInstance(t *testing.T) {
-	c := pgtest.Require(t)
-	url := c.NewDatabase(t)
-	env := sharedEnv(t, url, "50", "1")
-	var ins []*instance
-	for range 3 {
-		ins = append(ins, startInstanceOf(t, plainBinary(t), env))
-	}
+	url, _, ins := startShared(t, 3, "50", "1")
 	a, b, cc := ins[0], ins[1], ins[2]
 	seen := func(what string, in *instance, cond func(code int, body string) bool) {
 		t.Helper()
@@ -188,17 +176,24 @@ func TestAdminChangesReachEveryInstance(t *testing.T) {
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
+// startShared starts n instances on one new database with the given
+// default capacity and refill per second.
+func startShared(t *testing.T, n int, capacity, refill string) (url string, env map[string]string, ins []*instance) {
+	t.Helper()
+	c := pgtest.Require(t)
+	url = c.NewDatabase(t)
+	env = sharedEnv(t, url, capacity, refill)
+	for range n {
+		ins = append(ins, startInstanceOf(t, plainBinary(t), env))
+	}
+	return url, env, ins
+}
+
 func TestThreeInstancesManyKeys(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs for 20 s")
 	}
-	c := pgtest.Require(t)
-	url := c.NewDatabase(t)
-	env := sharedEnv(t, url, "5", "1")
-	var ins []*instance
-	for range 3 {
-		ins = append(ins, startInstanceOf(t, plainBinary(t), env))
-	}
+	_, _, ins := startShared(t, 3, "5", "1")
 	const keys, workers = 1000, 32
 	admitted := make([]atomic.Int64, keys)
 	var sent atomic.Int64
@@ -263,13 +258,7 @@ func TestRestartUnderLoadNeitherLosesNorDoubles(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs for 20 s")
 	}
-	c := pgtest.Require(t)
-	url := c.NewDatabase(t)
-	env := sharedEnv(t, url, "50", "10")
-	var ins []*instance
-	for range 3 {
-		ins = append(ins, startInstanceOf(t, plainBinary(t), env))
-	}
+	_, env, ins := startShared(t, 3, "50", "10")
 	var admitted atomic.Int64
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
