@@ -66,7 +66,8 @@ func (s *Store) listenOnce(ctx context.Context, lim *limiter.Limiter, since *tim
 // catchUp applies the rows an admin changed since *since (with a second of
 // margin for clock steps between transactions) and moves *since on.
 func (s *Store) catchUp(ctx context.Context, lim *limiter.Limiter, since *time.Time) error {
-	rows, err := s.pool.Query(ctx, stateColumns+` WHERE admin_at > $1 ORDER BY admin_at`, since.Add(-time.Second))
+	// version > 0: rows an admin changed (automatic rows are stamped at insert).
+	rows, err := s.pool.Query(ctx, stateColumns+` WHERE admin_at > $1 AND version > 0 ORDER BY admin_at`, since.Add(-time.Second))
 	if err != nil {
 		return err
 	}

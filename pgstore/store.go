@@ -204,6 +204,24 @@ ON CONFLICT (client_id) DO UPDATE SET
     updated_at = now()
 WHERE NOT t.deleted AND t.version = EXCLUDED.version`
 
+// syncReturning makes syncSQL answer each row it wrote, as it is now.
+const syncReturning = `
+RETURNING t.client_id, t.capacity, t.tokens, t.rate_per_sec, t.managed, t.version, t.deleted`
+
+// scanSynced appends the rows of a sync answer to dst.
+func scanSynced(rows pgx.Rows, dst []limiter.Bucket) ([]limiter.Bucket, error) {
+	defer rows.Close()
+	now := time.Now()
+	for rows.Next() {
+		b := limiter.Bucket{LastRefill: now}
+		if err := rows.Scan(&b.ClientID, &b.Capacity, &b.Tokens, &b.RatePerSec, &b.Managed, &b.Version, &b.Deleted); err != nil {
+			return dst, err
+		}
+		dst = append(dst, b)
+	}
+	return dst, rows.Err()
+}
+
 // stateSQL reads rows as they are now, tokens refilled to now.
 const stateSQL = `
 SELECT client_id, capacity,
@@ -230,32 +248,51 @@ func (s *Store) Sync(ctx context.Context, spends []limiter.Spend) ([]limiter.Buc
 			ids[i], spent[i], versions[i] = sp.ClientID, min(sp.Spent, 2*float64(sp.Capacity)), sp.Version
 		}
 		def := batch[0]
+		var got []limiter.Bucket
 		err := s.retryConflict(ctx, func() error {
+			got = got[:0]
 			return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-				for _, q := range []string{reviveSQL, syncSQL} {
-					if _, err := tx.Exec(ctx, q, ids, spent, versions, def.Capacity, def.RatePerSec); err != nil {
-						return err
-					}
-				}
-				rows, err := tx.Query(ctx, stateSQL, ids)
+				// The common case is one statement: the upsert returns the
+				// rows it wrote, as they are now.
+				rows, err := tx.Query(ctx, syncSQL+syncReturning, ids, spent, versions, def.Capacity, def.RatePerSec)
 				if err != nil {
 					return err
 				}
-				defer rows.Close()
-				now := time.Now()
-				for rows.Next() {
-					b := limiter.Bucket{LastRefill: now}
-					if err := rows.Scan(&b.ClientID, &b.Capacity, &b.Tokens, &b.RatePerSec, &b.Managed, &b.Version, &b.Deleted); err != nil {
-						return err
-					}
-					out = append(out, b)
+				if got, err = scanSynced(rows, got); err != nil {
+					return err
 				}
-				return rows.Err()
+				if len(got) == n {
+					return nil
+				}
+				// Rows it did not write: tombstones (revived for a new
+				// bucket) and rows under another admin version.
+				written := make(map[string]bool, len(got))
+				for _, b := range got {
+					written[b.ClientID] = true
+				}
+				var mIDs []string
+				var mSpent []float64
+				var mVersions []int64
+				for k, id := range ids {
+					if !written[id] {
+						mIDs, mSpent, mVersions = append(mIDs, id), append(mSpent, spent[k]), append(mVersions, versions[k])
+					}
+				}
+				if _, err := tx.Exec(ctx, reviveSQL, mIDs, mSpent, mVersions, def.Capacity, def.RatePerSec); err != nil {
+					return err
+				}
+				rows, err = tx.Query(ctx, stateSQL, mIDs)
+				if err != nil {
+					return err
+				}
+				got, err = scanSynced(rows, got)
+				return err
 			})
 		})
 		if err != nil {
 			return nil, err
 		}
+		out = append(out, got...)
 	}
 	return out, nil
 }
