@@ -59,7 +59,11 @@ type Spend struct {
 	// Version is the admin version the spending was made under: spending
 	// under an older version than the row's is dropped.
 	Version int64
-	// Capacity and RatePerSec are the defaults of a row the store creates.
+}
+
+// Defaults are the capacity and rate of a row the store creates for a
+// bucket it has not seen.
+type Defaults struct {
 	Capacity   int64
 	RatePerSec float64
 }
@@ -74,7 +78,7 @@ func (b Bucket) WholeTokens() int64 { return int64(math.Floor(b.Tokens + 1e-9)) 
 type Store interface {
 	Save(ctx context.Context, buckets []Bucket) error
 	Delete(ctx context.Context, clientIDs []string) error
-	Sync(ctx context.Context, spends []Spend) ([]Bucket, error)
+	Sync(ctx context.Context, spends []Spend, defaults Defaults) ([]Bucket, error)
 	// Load reads one row as it is now; found is false for no row or a
 	// tombstone.
 	Load(ctx context.Context, clientID string) (row Bucket, found bool, err error)

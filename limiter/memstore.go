@@ -40,7 +40,7 @@ func (m *MemoryStore) Delete(_ context.Context, ids []string) error {
 
 // Sync implements Store: spending is added to the rows, which are refilled
 // to now first; a missing row is created with the spend's defaults.
-func (m *MemoryStore) Sync(_ context.Context, spends []Spend) ([]Bucket, error) {
+func (m *MemoryStore) Sync(_ context.Context, spends []Spend, def Defaults) ([]Bucket, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
@@ -49,7 +49,7 @@ func (m *MemoryStore) Sync(_ context.Context, spends []Spend) ([]Bucket, error) 
 		row, ok := m.rows[s.ClientID]
 		switch {
 		case !ok:
-			row = Bucket{ClientID: s.ClientID, Capacity: s.Capacity, RatePerSec: s.RatePerSec, Tokens: float64(s.Capacity) - s.Spent}
+			row = Bucket{ClientID: s.ClientID, Capacity: def.Capacity, RatePerSec: def.RatePerSec, Tokens: float64(def.Capacity) - s.Spent}
 		case row.Deleted:
 		case row.Version == s.Version:
 			row.Tokens = refilled(row, now) - s.Spent

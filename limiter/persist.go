@@ -27,17 +27,14 @@ func (l *Limiter) Flush(ctx context.Context, now int64) (int, error) {
 		b.clearFlag(flagDirty)
 		if !b.has(flagDeleted) {
 			list = append(list, b)
-			spends = append(spends, Spend{
-				ClientID: b.key, Spent: float64(b.spent.Swap(0)), Version: b.params.Load().version,
-				Capacity: l.cfg.Capacity, RatePerSec: l.cfg.RatePerSec,
-			})
+			spends = append(spends, Spend{ClientID: b.key, Spent: float64(b.spent.Swap(0)), Version: b.params.Load().version})
 		}
 		b = next
 	}
 	if len(spends) == 0 {
 		return 0, nil
 	}
-	rows, err := l.store.Sync(ctx, spends)
+	rows, err := l.store.Sync(ctx, spends, Defaults{Capacity: l.cfg.Capacity, RatePerSec: l.cfg.RatePerSec})
 	if err != nil {
 		for i, b := range list {
 			b.spent.Add(uint32(spends[i].Spent))

@@ -231,7 +231,7 @@ FROM token_buckets WHERE client_id = ANY($1)`
 
 // Sync implements limiter.Store: one statement adds the spending of up to
 // batchSize buckets, a second reads back their state, in one transaction.
-func (s *Store) Sync(ctx context.Context, spends []limiter.Spend) ([]limiter.Bucket, error) {
+func (s *Store) Sync(ctx context.Context, spends []limiter.Spend, def limiter.Defaults) ([]limiter.Bucket, error) {
 	// Every instance locks rows in key order, so that two batches that
 	// share keys wait for each other instead of deadlocking.
 	spends = slices.Clone(spends)
@@ -245,9 +245,8 @@ func (s *Store) Sync(ctx context.Context, spends []limiter.Spend) ([]limiter.Buc
 		versions := make([]int64, n)
 		for i, sp := range batch {
 			// A new row may start at most one capacity in debt.
-			ids[i], spent[i], versions[i] = sp.ClientID, min(sp.Spent, 2*float64(sp.Capacity)), sp.Version
+			ids[i], spent[i], versions[i] = sp.ClientID, min(sp.Spent, 2*float64(def.Capacity)), sp.Version
 		}
-		def := batch[0]
 		var got []limiter.Bucket
 		err := s.retryConflict(ctx, func() error {
 			got = got[:0]

@@ -234,11 +234,11 @@ func TestSyncAddsSpendingOfSeveralInstances(t *testing.T) {
 	if err := s.Save(ctx, []limiter.Bucket{{ClientID: "k", Capacity: 10, Tokens: 5, RatePerSec: rate, LastRefill: time.Now(), Managed: true}}); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := s.Sync(ctx, []limiter.Spend{{ClientID: "k", Spent: 3, Version: 0, Capacity: 10, RatePerSec: rate}})
+	rows, err := s.Sync(ctx, []limiter.Spend{{ClientID: "k", Spent: 3, Version: 0}}, limiter.Defaults{Capacity: 10, RatePerSec: rate})
 	if err != nil || len(rows) != 1 || rows[0].WholeTokens() != 5 || rows[0].Version != 1 || !rows[0].Managed {
 		t.Fatalf("stale spend after an admin change: %+v %v", rows, err)
 	}
-	rows, _ = s.Sync(ctx, []limiter.Spend{{ClientID: "k", Spent: 1, Version: 1, Capacity: 10, RatePerSec: rate}})
+	rows, _ = s.Sync(ctx, []limiter.Spend{{ClientID: "k", Spent: 1, Version: 1}}, limiter.Defaults{Capacity: 10, RatePerSec: rate})
 	if rows[0].WholeTokens() != 4 {
 		t.Fatalf("spend under the current version: %+v", rows)
 	}
@@ -247,11 +247,11 @@ func TestSyncAddsSpendingOfSeveralInstances(t *testing.T) {
 	if err := s.Delete(ctx, []string{"k"}); err != nil {
 		t.Fatal(err)
 	}
-	rows, _ = s.Sync(ctx, []limiter.Spend{{ClientID: "k", Spent: 2, Version: 1, Capacity: 10, RatePerSec: rate}})
+	rows, _ = s.Sync(ctx, []limiter.Spend{{ClientID: "k", Spent: 2, Version: 1}}, limiter.Defaults{Capacity: 10, RatePerSec: rate})
 	if !rows[0].Deleted {
 		t.Fatalf("a stale sync undid a delete: %+v", rows)
 	}
-	rows, _ = s.Sync(ctx, []limiter.Spend{{ClientID: "k", Spent: 2, Version: 0, Capacity: 10, RatePerSec: rate}})
+	rows, _ = s.Sync(ctx, []limiter.Spend{{ClientID: "k", Spent: 2, Version: 0}}, limiter.Defaults{Capacity: 10, RatePerSec: rate})
 	if rows[0].Deleted || rows[0].Managed || rows[0].WholeTokens() != 8 {
 		t.Fatalf("a new bucket after the delete: %+v", rows)
 	}

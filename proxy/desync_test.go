@@ -38,33 +38,16 @@ func startKeepAliveRawBackend(t *testing.T, answer func(w io.Writer, r *http.Req
 // connections it accepted.
 func startCountingRawBackend(t *testing.T, answer func(w io.Writer, r *http.Request)) (string, *atomic.Int64) {
 	t.Helper()
-	var accepted atomic.Int64
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	return acceptRaw(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			r, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			accepted.Add(1)
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					answer(c, r)
-				}
-			}()
+			answer(c, r)
 		}
-	}()
-	return "http://" + ln.Addr().String(), &accepted
+	})
 }
 
 // echoID answers a GET with the id of its query, so every client can check

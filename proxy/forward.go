@@ -110,6 +110,5 @@ func toOriginForm(req *fasthttp.Request) {
 	if len(authority) > 0 {
 		req.Header.SetHostBytes(authority)
 	}
-	req.Header.SetRequestURIBytes(target)
 	req.SetRequestURIBytes(target)
 }

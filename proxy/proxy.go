@@ -58,14 +58,13 @@ type Proxy struct {
 	key     ClientKey
 	Stats   Stats
 
-	log     zerolog.Logger
-	errLog  *logthrottle.Logger
+	errLog  *logthrottle.Logger // also holds the logger itself
 	tunnels tunnels
 }
 
 // New returns a proxy over p. lim may be nil to forward without limiting.
 func New(cfg Config, p *pool.Pool, lim *limiter.Limiter, key ClientKey, log zerolog.Logger) *Proxy {
-	return &Proxy{cfg: cfg, pool: p, limiter: lim, key: key, log: log, errLog: logthrottle.New(log, 10*time.Second)}
+	return &Proxy{cfg: cfg, pool: p, limiter: lim, key: key, errLog: logthrottle.New(log, 10*time.Second)}
 }
 
 // ServeHTTP handles one request.
@@ -213,7 +212,7 @@ func connectFailed(err error) bool {
 // connectFailed feeds passive health and logs when it takes b out.
 func (p *Proxy) connectFailed(b *pool.Backend, err error) {
 	if p.pool.ConnectFailed(b) {
-		p.log.Warn().Err(err).Str("backend", b.URL).Msg("backend taken out of rotation after connection failures; the health checker brings it back")
+		p.errLog.Log.Warn().Err(err).Str("backend", b.URL).Msg("backend taken out of rotation after connection failures; the health checker brings it back")
 	}
 }
 

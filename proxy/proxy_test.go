@@ -140,6 +140,16 @@ func rawFrom(t *testing.T, d net.Dialer, addr, request string) (*http.Response, 
 // closes it: a backend that misbehaves below HTTP.
 func startRawBackend(t *testing.T, serve func(net.Conn)) string {
 	t.Helper()
+	url, _ := acceptRaw(t, serve)
+	return url
+}
+
+// acceptRaw runs serve on every connection to a new 127.0.0.1 listener,
+// each in its own goroutine, closes the connection after it, and counts
+// the connections accepted.
+func acceptRaw(t *testing.T, serve func(net.Conn)) (string, *atomic.Int64) {
+	t.Helper()
+	var accepted atomic.Int64
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -151,11 +161,14 @@ func startRawBackend(t *testing.T, serve func(net.Conn)) string {
 			if err != nil {
 				return
 			}
-			serve(c)
-			c.Close()
+			accepted.Add(1)
+			go func() {
+				defer c.Close()
+				serve(c)
+			}()
 		}
 	}()
-	return "http://" + ln.Addr().String()
+	return "http://" + ln.Addr().String(), &accepted
 }
 
 func recv(t *testing.T, got chan seen) seen {
