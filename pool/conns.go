@@ -84,17 +84,6 @@ func (p *idleConns) put(h *held, now time.Time) {
 	p.mu.Unlock()
 }
 
-// closeAll closes every idle connection.
-func (p *idleConns) closeAll() {
-	p.mu.Lock()
-	list := p.list[p.head:]
-	p.list, p.head = nil, 0
-	p.mu.Unlock()
-	for _, h := range list {
-		h.close()
-	}
-}
-
 // len is how many connections are idle.
 func (p *idleConns) len() int {
 	p.mu.Lock()
