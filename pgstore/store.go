@@ -7,9 +7,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"math"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -17,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"gopher-equalizer/limiter"
+	"gopher-equalizer/logthrottle"
 )
 
 // batchSize is the most rows one upsert statement carries; bigger sets are
@@ -25,8 +32,9 @@ const batchSize = 10_000
 
 // Store is safe for concurrent use.
 type Store struct {
-	pool *pgxpool.Pool
-	log  zerolog.Logger
+	pool    *pgxpool.Pool
+	log     zerolog.Logger
+	skipped *logthrottle.Logger // rows Sync refuses to send
 }
 
 // Open connects, retrying until ctx is done, and applies migrations. An
@@ -44,7 +52,7 @@ func Open(ctx context.Context, url string, log zerolog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{pool: pool, log: log}
+	s := &Store{pool: pool, log: log, skipped: logthrottle.New(log, 10*time.Second)}
 	start := time.Now()
 	for attempt := 1; ; attempt++ {
 		err = pool.Ping(ctx)
@@ -169,13 +177,37 @@ SELECT count(pg_notify('`+notifyChannel+`', client_id)) FROM w`, clientIDs).Scan
 
 // retryOnce runs an admin write, and once more if the first attempt met a
 // connection that died (a server restart leaves dead connections in the
-// pool); the write is one statement, so it either happened or not.
+// pool, and the first use of one reads the server's farewell). The write
+// sets absolute state, so running it twice is harmless.
 func (s *Store) retryOnce(ctx context.Context, write func() error) error {
 	err := write()
-	if err != nil && pgconn.SafeToRetry(err) && ctx.Err() == nil {
+	if err != nil && s.resetIfLost(err) && ctx.Err() == nil {
 		err = write()
 	}
 	return err
+}
+
+// resetIfLost closes every pooled connection when err says one was lost:
+// the others went with the same server restart, and each would fail one
+// more write.
+func (s *Store) resetIfLost(err error) bool {
+	if !connectionLost(err) {
+		return false
+	}
+	s.pool.Reset()
+	return true
+}
+
+// connectionLost reports whether err says the connection, not the
+// statement, failed: never sent, closed under it, or ended by the server
+// (class 57P, shutdown and admin termination; class 08, connection
+// exceptions).
+func connectionLost(err error) bool {
+	if pgconn.SafeToRetry(err) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "57P") || strings.HasPrefix(pgErr.Code, "08"))
 }
 
 // reviveSQL brings back to life, as new automatic rows, the tombstones
@@ -234,7 +266,7 @@ FROM token_buckets WHERE client_id = ANY($1)`
 func (s *Store) Sync(ctx context.Context, spends []limiter.Spend, def limiter.Defaults) ([]limiter.Bucket, error) {
 	// Every instance locks rows in key order, so that two batches that
 	// share keys wait for each other instead of deadlocking.
-	spends = slices.Clone(spends)
+	spends = s.validSpends(spends)
 	slices.SortFunc(spends, func(a, b limiter.Spend) int { return strings.Compare(a.ClientID, b.ClientID) })
 	out := make([]limiter.Bucket, 0, len(spends))
 	for start := 0; start < len(spends); start += batchSize {
@@ -289,11 +321,48 @@ func (s *Store) Sync(ctx context.Context, spends []limiter.Spend, def limiter.De
 			})
 		})
 		if err != nil {
+			s.resetIfLost(err)
 			return nil, err
 		}
 		out = append(out, got...)
 	}
 	return out, nil
+}
+
+// validSpends returns a sorted-ready copy of spends without the rows
+// PostgreSQL would refuse (a key that is not UTF-8 or holds a NUL byte, one
+// out of the table's length bounds, a spend that is not a finite
+// non-negative number): one such row would fail its whole batch, every
+// interval, and nothing would be persisted any more. A skipped row stays
+// in memory only, and is logged (throttled).
+func (s *Store) validSpends(spends []limiter.Spend) []limiter.Spend {
+	out := make([]limiter.Spend, 0, len(spends))
+	for _, sp := range spends {
+		if reason := invalidSpend(sp); reason != "" {
+			s.skipped.Event().Str("client_id", strconv.QuoteToASCII(sp.ClientID)).Str("reason", reason).
+				Msg("bucket not persisted: PostgreSQL would refuse its row")
+			continue
+		}
+		out = append(out, sp)
+	}
+	return out
+}
+
+// maxClientIDLen is the table's bound on client_id, in bytes.
+const maxClientIDLen = 256
+
+func invalidSpend(sp limiter.Spend) string {
+	switch {
+	case len(sp.ClientID) == 0 || len(sp.ClientID) > maxClientIDLen:
+		return "client_id must be 1 to 256 bytes"
+	case !utf8.ValidString(sp.ClientID):
+		return "client_id is not valid UTF-8"
+	case strings.IndexByte(sp.ClientID, 0) >= 0:
+		return "client_id holds a NUL byte"
+	case math.IsNaN(sp.Spent) || math.IsInf(sp.Spent, 0) || sp.Spent < 0:
+		return "spent is not a finite non-negative number"
+	}
+	return ""
 }
 
 // retryConflict runs a transaction again, up to three times, when

@@ -257,6 +257,33 @@ func TestSyncAddsSpendingOfSeveralInstances(t *testing.T) {
 	}
 }
 
+// TestSyncSkipsRowsPostgresWouldRefuse: client keys come from hostile
+// headers; one the table cannot hold must not fail the batch of the others.
+func TestSyncSkipsRowsPostgresWouldRefuse(t *testing.T) {
+	c := pgtest.Require(t)
+	s := open(t, c.NewDatabase(t))
+	ctx := context.Background()
+	spends := []limiter.Spend{
+		{ClientID: "\xff\xfe", Spent: 1},
+		{ClientID: "a\x00b", Spent: 1},
+		{ClientID: strings.Repeat("x", 257), Spent: 1},
+		{ClientID: "nan", Spent: math.NaN()},
+		{ClientID: "good", Spent: 3},
+		{ClientID: "ünïcode", Spent: 1},
+	}
+	rows, err := s.Sync(ctx, spends, limiter.Defaults{Capacity: 10, RatePerSec: 1})
+	if err != nil {
+		t.Fatalf("one bad row failed the batch: %v", err)
+	}
+	got := map[string]int64{}
+	for _, r := range rows {
+		got[r.ClientID] = r.WholeTokens()
+	}
+	if len(got) != 2 || got["good"] != 7 || got["ünïcode"] != 9 {
+		t.Fatalf("synced rows %v, want good=7 and ünïcode=9 only", got)
+	}
+}
+
 // TestListenAppliesAdminChangesOfOtherInstances: a change saved through
 // one store reaches a limiter listening through another within a second.
 func TestListenAppliesAdminChangesOfOtherInstances(t *testing.T) {

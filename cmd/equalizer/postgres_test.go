@@ -196,6 +196,37 @@ func TestPostgresOutage(t *testing.T) {
 	in.stop(t, syscall.SIGTERM)
 }
 
+// TestAdminWriteRightAfterDatabaseRestart: a restart leaves dead
+// connections in the pool; the first admin write after it must not be
+// the one that finds out.
+func TestAdminWriteRightAfterDatabaseRestart(t *testing.T) {
+	c := pgtest.Require(t)
+	if !c.CanRestart() {
+		t.Skip("EQUALIZER_TEST_DATABASE_URL is set: this test needs a cluster it can stop")
+	}
+	url := c.NewDatabase(t)
+	env := pgEnv(t, url)
+	env["EQUALIZER_PERSIST_INTERVAL"] = "1h" // nothing else touches the pool
+	env["EQUALIZER_SYNC_INTERVAL"] = "1h"
+	in := startInstance(t, env)
+	if code, body := in.adminCall(t, "POST", "/buckets", `{"client_id":"c1","capacity":10}`); code != 201 {
+		t.Fatalf("POST: %d %s", code, body)
+	}
+	if err := c.StopServer(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartServer(); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := in.adminCall(t, "PATCH", "/buckets/c1", `{"tokens":3}`); code != 204 {
+		t.Fatalf("first PATCH after the restart: %d %s", code, body)
+	}
+	if got := dbTokens(t, url, "c1"); math.Abs(got-3) > 0.01 {
+		t.Fatalf("table has %v tokens, want 3", got)
+	}
+	in.stop(t, syscall.SIGTERM)
+}
+
 func TestUnreachableDatabaseEndsStartUp(t *testing.T) {
 	cmd := newCmd(t, map[string]string{
 		"EQUALIZER_DATABASE_URL":             "postgres://x@127.0.0.1:1/none?sslmode=disable",
