@@ -12,12 +12,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
 	"github.com/fasthttp/router"
 	"github.com/goccy/go-json"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/pprofhandler"
+	"gopher-equalizer/metrics"
 
 	"gopher-equalizer/limiter"
 	"gopher-equalizer/pool"
@@ -42,7 +42,7 @@ type API struct {
 	cfg     Config
 	lim     *limiter.Limiter
 	pool    *pool.Pool
-	metrics *metrics.Set
+	metrics *metrics.Registry
 	log     zerolog.Logger
 	now     func() time.Time
 
@@ -53,13 +53,12 @@ type API struct {
 // stop sending traffic while the proxy drains on shutdown.
 func (a *API) SetDraining() { a.draining.Store(true) }
 
-// New wires the admin API. set is where /metrics reads from; the caller
-// registers the proxy's and the pool's metrics in it.
-func New(cfg Config, lim *limiter.Limiter, p *pool.Pool, set *metrics.Set, log zerolog.Logger) *API {
+// New wires the admin API; /metrics reads reg.
+func New(cfg Config, lim *limiter.Limiter, p *pool.Pool, reg *metrics.Registry, log zerolog.Logger) *API {
 	if cfg.StoreTimeout <= 0 {
 		cfg.StoreTimeout = 5 * time.Second
 	}
-	return &API{cfg: cfg, lim: lim, pool: p, metrics: set, log: log, now: time.Now}
+	return &API{cfg: cfg, lim: lim, pool: p, metrics: reg, log: log, now: time.Now}
 }
 
 // Handler returns the routed handler.
@@ -128,8 +127,11 @@ func (a *API) readyz(ctx *fasthttp.RequestCtx) {
 }
 
 func (a *API) metricsPage(ctx *fasthttp.RequestCtx) {
-	ctx.SetContentType("text/plain; version=0.0.4; charset=utf-8")
-	a.metrics.WritePrometheus(ctx)
+	ctx.SetContentType(metrics.ContentType)
+	if err := a.metrics.WritePrometheus(ctx); err != nil {
+		ctx.Response.ResetBody()
+		writeError(ctx, fasthttp.StatusInternalServerError, "metrics: "+err.Error())
+	}
 }
 
 // bucketJSON is a bucket as the API shows it.

@@ -19,6 +19,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"gopher-equalizer/limiter"
+	"gopher-equalizer/metrics"
 	"gopher-equalizer/pool"
 	"gopher-equalizer/proxy"
 )
@@ -67,8 +68,9 @@ func start(t *testing.T, token string) *env {
 	lim := limiter.New(limiter.Config{Capacity: 100, RatePerSec: 100, MaxBuckets: 1000}, st)
 	b, _ := pool.NewBackend("http://127.0.0.1:1", pool.ClientOptions{})
 	p := pool.New([]*pool.Backend{b}, &pool.RoundRobin{})
-	var stats proxy.Stats
-	api := New(Config{Token: token, DefaultLimit: 10, RatePerSec: 100}, lim, p, NewMetrics(&stats, p, lim, nil), zerolog.Nop())
+	px := proxy.New(proxy.Config{}, p, lim, proxy.ClientKey{}, zerolog.Nop())
+	reg := metrics.New(metrics.Sources{Proxy: px, Pool: p, Limiter: lim})
+	api := New(Config{Token: token, DefaultLimit: 10, RatePerSec: 100}, lim, p, reg, zerolog.Nop())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -417,10 +419,14 @@ func TestReadyzAndMetrics(t *testing.T) {
 	for _, want := range []string{
 		`equalizer_requests_total{outcome="forwarded"} 0`,
 		`equalizer_requests_total{outcome="limited"} 0`,
-		`equalizer_backend_healthy{backend="http://127.0.0.1:1"} 0`,
+		`equalizer_backend_up{backend="http://127.0.0.1:1"} 0`,
 		`equalizer_backend_requests_total{backend="http://127.0.0.1:1"} 0`,
-		`equalizer_buckets 1`,
-		`equalizer_bucket_evictions_total 0`,
+		`equalizer_limiter_buckets 1`,
+		`equalizer_limiter_evictions_total 0`,
+		"# TYPE equalizer_requests_total counter",
+		"# TYPE equalizer_backend_response_seconds histogram",
+		"go_goroutines ",
+		"process_resident_memory_bytes ",
 	} {
 		if !strings.Contains(r.body, want) {
 			t.Errorf("/metrics lacks %q:\n%s", want, r.body)

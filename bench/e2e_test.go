@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
+	"gopher-equalizer/metrics"
 
 	"gopher-equalizer/admin"
 	"gopher-equalizer/limiter"
@@ -88,7 +88,8 @@ func BenchmarkAdminGet(b *testing.B) {
 	lim.Allow([]byte("10.0.0.1"), time.Now().UnixNano())
 	be, _ := pool.NewBackend("http://backend.test:80", pool.ClientOptions{})
 	p := pool.New([]*pool.Backend{be}, &pool.RoundRobin{})
-	api := admin.New(admin.Config{DefaultLimit: 10, RatePerSec: 100}, lim, p, metrics.NewSet(), zerolog.Nop())
+	px := proxy.New(proxy.Config{}, p, lim, proxy.ClientKey{}, zerolog.Nop())
+	api := admin.New(admin.Config{DefaultLimit: 10, RatePerSec: 100}, lim, p, metrics.New(metrics.Sources{Proxy: px, Pool: p, Limiter: lim}), zerolog.Nop())
 	ln := serve(b, api.Handler())
 	c := &fasthttp.HostClient{Addr: "admin.test", Dial: func(string) (net.Conn, error) { return ln.Dial() }}
 	run(b, c, "/buckets/10.0.0.1", 200)

@@ -8,6 +8,7 @@
 #   ROUNDS=1 DURATION=3 bench/run.sh  # a quick look
 #   BASELINE=48d227b bench/run.sh     # also gopher-equalizer built from an
 #                                     # earlier commit, interleaved in the same run
+#   ONLY='100k' bench/run.sh          # only the targets whose name matches
 #
 # Output: a Markdown table on stdout and in bench/out/results.md, raw wrk
 # output in bench/out/, a chart in bench/out/chart.svg.
@@ -197,6 +198,13 @@ TARGETS=(
   "gopher-equalizer-postgres-100k-clients 127.0.0.1:9207 many.lua"
 )
 [ -n "${BASELINE:-}" ] && TARGETS=("${TARGETS[@]:0:2}" "gopher-equalizer-baseline-$BASELINE 127.0.0.1:9206" "${TARGETS[@]:2}")
+if [ -n "${ONLY:-}" ]; then # a regular expression on target names
+  kept=()
+  for t in "${TARGETS[@]}"; do [[ ${t%% *} =~ $ONLY ]] && kept+=("$t"); done
+  TARGETS=("${kept[@]}")
+fi
+PG_TARGETS=0
+for t in "${TARGETS[@]}"; do [[ $t == *postgres* ]] && PG_TARGETS=$((PG_TARGETS + 1)); done
 for t in "${TARGETS[@]}"; do set -- $t; wait_http "$2"; done
 curl -s -o /dev/null 127.0.0.1:9205/ # spend the only token of the 429 run
 
@@ -219,7 +227,8 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 # What PostgreSQL wrote for the two PostgreSQL targets.
-PG_SECONDS=$((ROUNDS * $(echo $CONNS | wc -w) * 2 * DURATION))
+PG_SECONDS=$((ROUNDS * $(echo $CONNS | wc -w) * PG_TARGETS * DURATION))
+[ "$PG_SECONDS" -gt 0 ] || PG_SECONDS=1
 PG_STATS=$(pgq "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'token_buckets'")
 WAL_BYTES=$(pgq "SELECT pg_current_wal_lsn() - '$WAL0'::pg_lsn")
 {

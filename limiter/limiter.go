@@ -100,6 +100,10 @@ type Config struct {
 	// Flush. Set it when RunPersister runs; without a persister the records
 	// would only grow, and would keep evicted buckets reachable.
 	Persist bool
+	// DeferRounds is how many Flush rounds a bucket far from empty may
+	// wait before its spending is sent (0: none). It bounds what a crash
+	// loses to DeferRounds+1 flush intervals, for those buckets only.
+	DeferRounds int
 }
 
 // Limiter is safe for concurrent use.
@@ -115,6 +119,8 @@ type Limiter struct {
 	buckets *xsync.Map[string, *bucket]
 	count   atomic.Int64
 	dirty   atomic.Pointer[bucket] // head of the list of dirty buckets
+	// SyncStats are kept by RunPersister.
+	SyncStats SyncStats
 
 	// turn serialises admin writes, Flush and eviction; a one-slot
 	// semaphore so that a waiting admin write gives up at its timeout.

@@ -470,3 +470,72 @@ func TestTwoInstancesShareOneLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestFarFromEmptyBucketsWait: a bucket spending little and more than half
+// full waits up to DeferRounds flushes; one spending fast or past half goes
+// at once; FlushAll sends everything; three instances spending in rounds
+// still never admit past the shared capacity.
+func TestFarFromEmptyBucketsWait(t *testing.T) {
+	st := NewMemoryStore()
+	ctx := context.Background()
+	l := New(Config{Capacity: 100, RatePerSec: 1e-6, Persist: true, DeferRounds: 4}, st)
+	l.Allow([]byte("slow"), t0)
+	for round := range 4 {
+		if n, _ := l.Flush(ctx, t0); n != 0 {
+			t.Fatalf("round %d: a bucket that spent 1 of 100 was synced", round)
+		}
+	}
+	l.Allow([]byte("slow"), t0)
+	if n, _ := l.Flush(ctx, t0); n != 1 {
+		t.Fatalf("after 4 rounds the bucket must go: %d synced", n)
+	}
+	if row, _ := st.Row("slow"); row.WholeTokens() != 98 {
+		t.Fatalf("slow row %+v, want 98", row)
+	}
+	for range 13 { // more than an eighth of the capacity
+		l.Allow([]byte("fast"), t0)
+	}
+	if n, _ := l.Flush(ctx, t0); n != 1 {
+		t.Fatalf("a bucket that spent 13 of 100 must sync at once: %d", n)
+	}
+	l.Allow([]byte("last"), t0)
+	if n, _ := l.FlushAll(ctx, t0); n != 1 {
+		t.Fatalf("FlushAll sent %d buckets, want 1", n)
+	}
+	if l.DirtyLen() != 0 {
+		t.Fatalf("%d buckets dirty after FlushAll", l.DirtyLen())
+	}
+
+	// Three instances take turns: some requests, then a Flush. The shared
+	// bucket of 40 admits a little over 40 (each instance learns the
+	// others' last round only at its own next sync; the debt is paid
+	// back), and deferral adds at most capacity/16 per other instance.
+	shared := func(perRound, deferRounds int) int {
+		st := NewMemoryStore()
+		var insts []*Limiter
+		for range 3 {
+			insts = append(insts, New(Config{Capacity: 40, RatePerSec: 1e-6, Persist: true, DeferRounds: deferRounds}, st))
+		}
+		admitted := 0
+		for range 30 {
+			for _, in := range insts {
+				for range perRound {
+					if in.Allow([]byte("k"), t0).Allowed {
+						admitted++
+					}
+				}
+				if _, err := in.Flush(ctx, t0); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		return admitted
+	}
+	for _, perRound := range []int{1, 2, 3, 4, 8} {
+		with, without := shared(perRound, 4), shared(perRound, 0)
+		t.Logf("%d requests per round: %d admitted with deferral, %d without", perRound, with, without)
+		if with > without+2*40/16 {
+			t.Fatalf("deferral let %d more through, the bound is (instances-1) x capacity/16 = 5", with-without)
+		}
+	}
+}

@@ -2,16 +2,30 @@ package limiter
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
+
+	"gopher-equalizer/histogram"
 )
 
-// Flush syncs every bucket that changed since the last Flush: it sends
-// what each spent meanwhile as an increment and adopts the state the store
-// answers, which holds the spending of every instance. On failure the
-// spending is kept and the buckets stay dirty, so the next Flush sends it:
-// nothing is lost while the store is down. It returns how many buckets it
-// synced.
+// Flush syncs the buckets that changed since they were last synced: it
+// sends what each spent meanwhile as an increment and adopts the state the
+// store answers, which holds the spending of every instance. A bucket far
+// from empty may wait up to Config.DeferRounds calls (see deferrable). On
+// failure the spending is kept and the buckets stay dirty, so the next
+// Flush sends it: nothing is lost while the store is down. It returns how
+// many buckets it synced.
 func (l *Limiter) Flush(ctx context.Context, now int64) (int, error) {
+	return l.flush(ctx, now, false)
+}
+
+// FlushAll syncs every changed bucket, deferred ones included: the final
+// flush of a graceful stop.
+func (l *Limiter) FlushAll(ctx context.Context, now int64) (int, error) {
+	return l.flush(ctx, now, true)
+}
+
+func (l *Limiter) flush(ctx context.Context, now int64, all bool) (int, error) {
 	if err := l.lock(ctx); err != nil {
 		return 0, err
 	}
@@ -19,17 +33,39 @@ func (l *Limiter) Flush(ctx context.Context, now int64) (int, error) {
 
 	var list []*bucket
 	var spends []Spend
+	var waitHead, waitTail *bucket
 	for b := l.dirty.Swap(nil); b != nil; {
 		next := b.next.Load()
 		b.next.Store(nil)
-		// Clear the flag before taking the count: a request that lands
-		// after it marks the bucket dirty again.
-		b.clearFlag(flagDirty)
-		if !b.has(flagDeleted) {
+		switch {
+		case b.has(flagDeleted):
+			b.clearFlag(flagDirty)
+		case !all && l.deferrable(b, now):
+			// Stays dirty (so no request pushes it again) and goes back
+			// on the list below.
+			b.flags.Add(deferredOne)
+			if waitTail == nil {
+				waitTail = b
+			}
+			b.next.Store(waitHead)
+			waitHead = b
+		default:
+			// Clear the flag before taking the count: a request that
+			// lands after it marks the bucket dirty again.
+			b.flags.And(^(flagDirty | deferredMask))
 			list = append(list, b)
 			spends = append(spends, Spend{ClientID: b.key, Spent: float64(b.spent.Swap(0)), Version: b.params.Load().version})
 		}
 		b = next
+	}
+	if waitHead != nil {
+		for {
+			head := l.dirty.Load()
+			waitTail.next.Store(head)
+			if l.dirty.CompareAndSwap(head, waitHead) {
+				break
+			}
+		}
 	}
 	if len(spends) == 0 {
 		return 0, nil
@@ -60,6 +96,29 @@ func (l *Limiter) Flush(ctx context.Context, now int64) (int, error) {
 		}
 	}
 	return len(spends), nil
+}
+
+// deferredOne counts, in the flags' second byte, the Flush rounds a dirty
+// bucket was kept back.
+const (
+	deferredOne  uint32 = 1 << 8
+	deferredMask uint32 = 0xff << 8
+)
+
+// deferrable reports whether b can wait for a later Flush: it has waited
+// fewer than DeferRounds rounds, it is more than half full here, and it
+// spent less than a sixteenth of its capacity since its last sync. What
+// waiting hides from the other instances is that sixteenth, so it adds at
+// most capacity/16 per instance to the overshoot a sync interval allows
+// anyway (and the debt is paid back); buckets near empty, where decisions
+// are close, sync every round. It writes fewer rows: a client's requests
+// of several rounds go in one.
+func (l *Limiter) deferrable(b *bucket, now int64) bool {
+	if (b.flags.Load()&deferredMask)/deferredOne >= uint32(min(l.cfg.DeferRounds, 255)) {
+		return false
+	}
+	p := b.params.Load()
+	return int64(b.spent.Load())*16 < p.capacity && b.tokens(now)*2 > float64(p.capacity)
 }
 
 // adopt takes the store's state of b's row (tokens as of now) plus what b
@@ -176,6 +235,26 @@ func (l *Limiter) RunSweeper(ctx context.Context) {
 	}
 }
 
+// SyncStats describe the syncs with the store, for /metrics.
+type SyncStats struct {
+	Duration    histogram.Histogram // of each Flush that sent something
+	Rows        atomic.Uint64       // buckets sent
+	Errors      atomic.Uint64       // failed Flushes
+	LastSuccess atomic.Int64        // unix nanoseconds of the last Flush that went through
+}
+
+func (s *SyncStats) record(start time.Time, rows int, err error) {
+	if err != nil {
+		s.Errors.Add(1)
+		return
+	}
+	if rows > 0 {
+		s.Duration.Observe(time.Since(start))
+		s.Rows.Add(uint64(rows))
+	}
+	s.LastSuccess.Store(time.Now().UnixNano())
+}
+
 // RunPersister flushes every interval and sweeps when the table fills,
 // until ctx is done; then it flushes one last time within finalTimeout.
 // Failed flushes are retried with a backoff up to 30 s; report is called
@@ -190,7 +269,7 @@ func (l *Limiter) RunPersister(ctx context.Context, interval, finalTimeout time.
 		case <-ctx.Done():
 			final, cancel := context.WithTimeout(context.Background(), finalTimeout)
 			defer cancel()
-			_, err := l.Flush(final, time.Now().UnixNano())
+			_, err := l.FlushAll(final, time.Now().UnixNano())
 			return err
 		case <-l.sweepNeeded:
 			l.Sweep(time.Now().UnixNano())
@@ -199,8 +278,9 @@ func (l *Limiter) RunPersister(ctx context.Context, interval, finalTimeout time.
 				continue
 			}
 			attempt, cancel := context.WithTimeout(ctx, max(interval*5, 5*time.Second))
-			_, err := l.Flush(attempt, now.UnixNano())
+			n, err := l.Flush(attempt, now.UnixNano())
 			cancel()
+			l.SyncStats.record(now, n, err)
 			if err != nil {
 				report(err)
 				retryAt = now.Add(backoff)

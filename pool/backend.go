@@ -23,9 +23,9 @@ type Backend struct {
 	Addr   string
 	Client *fasthttp.HostClient
 
-	healthy  atomic.Bool
-	requests atomic.Uint64
-	failures atomic.Uint64
+	healthy atomic.Bool
+	// Stats are the counters the proxy keeps for /metrics.
+	Stats Stats
 	// connectFails counts connection failures in a row for passive health.
 	connectFails atomic.Int32
 	// discardedConns counts pooled connections closed because the backend
@@ -110,18 +110,6 @@ func NewBackend(rawURL string, opt ClientOptions) (*Backend, error) {
 
 // Healthy reports the backend's last known health.
 func (b *Backend) Healthy() bool { return b.healthy.Load() }
-
-// Requests is how many requests were sent to this backend.
-func (b *Backend) Requests() uint64 { return b.requests.Load() }
-
-// Failures is how many forwarded requests failed (502 or 504).
-func (b *Backend) Failures() uint64 { return b.failures.Load() }
-
-// CountRequest is called by the proxy once per forwarded request.
-func (b *Backend) CountRequest() { b.requests.Add(1) }
-
-// CountFailure is called by the proxy when a forward fails.
-func (b *Backend) CountFailure() { b.failures.Add(1) }
 
 // DiscardedConns is how many pooled connections were closed instead of
 // reused because the backend closed them or sent bytes nobody asked for.

@@ -18,36 +18,45 @@ const maxAttempts = 3
 // EQUALIZER_BACKEND_TIMEOUT: like nginx's proxy_next_upstream "error", a
 // request that was never sent goes on whatever its method, and an
 // idempotent one goes on when its connection failed before any response
-// byte. It returns the backend that answered or failed last.
-func (p *Proxy) forward(ctx *fasthttp.RequestCtx, b *pool.Backend) (*pool.Backend, error) {
+// byte. It returns the backend that answered or failed last, and the time
+// spent waiting for backends.
+func (p *Proxy) forward(ctx *fasthttp.RequestCtx, b *pool.Backend) (*pool.Backend, time.Duration, error) {
 	req := &ctx.Request
 	deadline := ctx.Time().Add(p.cfg.BackendTimeout)
 	// Writing a streamed body consumes it (and fasthttp drops the stream
 	// on failure), so remember now whether there was one.
 	streamed := req.IsBodyStream()
+	var upstream time.Duration
 	for attempt := 1; ; attempt++ {
-		b.CountRequest()
+		start := b.Stats.Start()
 		err := b.Client.DoDeadline(req, &ctx.Response, deadline)
+		took := time.Since(start)
+		upstream += took
 		if err == nil {
+			b.Stats.Answered(ctx.Response.StatusCode(), took)
 			p.pool.Connected(b)
-			return b, nil
+			return b, upstream, nil
+		}
+		if errors.Is(err, errBodyTooLarge) {
+			b.Stats.Abandoned() // the client's doing, not the backend's
+		} else {
+			b.Stats.Failed(err)
 		}
 		if connectFailed(err) {
 			p.connectFailed(b, err)
 		}
 		if attempt == maxAttempts || !retryable(err, req, streamed) || time.Until(deadline) <= 0 {
-			return b, err
+			return b, upstream, err
 		}
 		next := p.pool.NextExcept(b)
 		if next == nil {
 			// The only backend: a connection that died after it was
 			// checked is worth one fresh try, a refused one is not.
 			if pool.StageOf(err) == pool.StageConnect || attempt > 1 {
-				return b, err
+				return b, upstream, err
 			}
 			next = b
 		}
-		b.CountFailure()
 		b = next
 	}
 }

@@ -174,8 +174,8 @@ func TestClientMistakesAreClientErrors(t *testing.T) {
 	if resp.StatusCode != 400 {
 		t.Errorf("header name with a space: %d, want 400", resp.StatusCode)
 	}
-	if b.Failures() != 0 {
-		t.Errorf("client mistakes raised the backend failure counter to %d", b.Failures())
+	if b.Stats.FailuresTotal() != 0 {
+		t.Errorf("client mistakes raised the backend failure counter to %d", b.Stats.FailuresTotal())
 	}
 	if len(got) != 0 {
 		t.Errorf("a refused request reached the backend")

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"net"
+	"sync/atomic"
 
 	"github.com/valyala/fasthttp"
 )
@@ -14,8 +15,18 @@ import (
 // already accepts bare LF inside the head). It only looks at a read that
 // starts a request head, and only at its first head end.
 
-// LenientListener wraps the proxy's listener.
-type LenientListener struct{ net.Listener }
+// LenientListener wraps the proxy's listener; Open, when set, counts the
+// connections open.
+type LenientListener struct {
+	net.Listener
+	Open *atomic.Int64
+}
+
+// Listener wraps ln for the proxy's server, counting its connections in
+// p.Stats.OpenConns.
+func (p *Proxy) Listener(ln net.Listener) net.Listener {
+	return LenientListener{Listener: ln, Open: &p.Stats.OpenConns}
+}
 
 // Accept implements net.Listener.
 func (l LenientListener) Accept() (net.Conn, error) {
@@ -23,16 +34,30 @@ func (l LenientListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &clientConn{Conn: c, atHead: true}, nil
+	if l.Open != nil {
+		l.Open.Add(1)
+	}
+	return &clientConn{Conn: c, atHead: true, open: l.Open}, nil
 }
 
 // clientConn is a client connection that knows when a request head starts.
-// Only the connection's serving goroutine uses it.
+// Only the connection's serving goroutine reads it; Close may come from
+// another (a tunnel's shutdown).
 type clientConn struct {
 	net.Conn
 	atHead bool        // the next bytes read start (or continue) a request head
 	carry  []byte      // rewritten bytes that did not fit the caller's buffer
 	body   requestBody // the streamed request body's wrapper, reused
+	open   *atomic.Int64
+	closed atomic.Bool
+}
+
+// Close implements net.Conn, counting the connection closed once.
+func (c *clientConn) Close() error {
+	if c.open != nil && c.closed.CompareAndSwap(false, true) {
+		c.open.Add(-1)
+	}
+	return c.Conn.Close()
 }
 
 func (c *clientConn) Read(p []byte) (int, error) {

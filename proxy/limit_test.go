@@ -36,8 +36,8 @@ func TestEmptyBucketGets429WithHeaders(t *testing.T) {
 	if resp.Header.Get("RateLimit-Limit") != "3" || resp.Header.Get("RateLimit-Remaining") != "0" {
 		t.Errorf("RateLimit headers: %v", resp.Header)
 	}
-	if h.proxy.Stats.Limited.Load() != 1 || h.proxy.Stats.Forwarded.Load() != 3 {
-		t.Errorf("stats: limited %d forwarded %d", h.proxy.Stats.Limited.Load(), h.proxy.Stats.Forwarded.Load())
+	if h.proxy.Stats.Requests[Limited].Load() != 1 || h.proxy.Stats.Requests[Forwarded].Load() != 3 {
+		t.Errorf("stats: limited %d forwarded %d", h.proxy.Stats.Requests[Limited].Load(), h.proxy.Stats.Requests[Forwarded].Load())
 	}
 }
 

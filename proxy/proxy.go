@@ -10,7 +10,6 @@ import (
 	"errors"
 	"net"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -38,18 +37,6 @@ type Config struct {
 	RateLimitHeaders bool
 }
 
-// Stats counts requests by outcome. Plain atomics: /metrics reads them.
-type Stats struct {
-	Forwarded   atomic.Uint64 // answered by a backend
-	Limited     atomic.Uint64 // 429
-	BadGateway  atomic.Uint64 // 502
-	Unavailable atomic.Uint64 // 503: no healthy backend, connection limit or bucket table full
-	Timeout     atomic.Uint64 // 504
-	BadRequest  atomic.Uint64 // 400: unusable client key or header name
-	TooLarge    atomic.Uint64 // 413: request body over EQUALIZER_MAX_BODY_SIZE
-	Tunnels     atomic.Uint64 // Upgrade tunnels opened
-}
-
 // Proxy is the fasthttp handler. It is safe for concurrent use.
 type Proxy struct {
 	cfg     Config
@@ -69,16 +56,17 @@ func New(cfg Config, p *pool.Pool, lim *limiter.Limiter, key ClientKey, log zero
 
 // ServeHTTP handles one request.
 func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
-	p.serve(ctx)
+	var x exchange
+	p.serve(ctx, &x)
+	p.Stats.Requests[x.outcome].Add(1)
 	requestDone(ctx)
 }
 
-func (p *Proxy) serve(ctx *fasthttp.RequestCtx) {
+func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 	req := &ctx.Request
 	f := readFields(&req.Header, p.key.header)
 	if f.badName != nil {
-		p.Stats.BadRequest.Add(1)
-		ctx.Error("invalid header name\n", fasthttp.StatusBadRequest)
+		x.answer(ctx, BadRequest, "invalid header name\n", fasthttp.StatusBadRequest)
 		return
 	}
 	peer := peerAddr(ctx)
@@ -86,28 +74,27 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) {
 
 	var d limiter.Decision
 	if p.limiter != nil {
-		var keyBuf [MaxKeyLen]byte
-		key, err := p.key.appendKey(keyBuf[:0], &f, peer, trusted)
+		key, err := p.key.appendKey(x.keyBuf[:0], &f, peer, trusted)
 		if err != nil {
-			p.Stats.BadRequest.Add(1)
-			ctx.Error(err.Error()+"\n", fasthttp.StatusBadRequest)
+			x.answer(ctx, BadRequest, err.Error()+"\n", fasthttp.StatusBadRequest)
 			return
 		}
+		x.keyLen = len(key)
 		d = p.limiter.Allow(key, ctx.Time().UnixNano())
 		if !d.Allowed {
-			p.refuse(ctx, &d)
+			p.refuse(ctx, x, &d)
 			return
 		}
+		p.Stats.Admitted.Add(1)
 	}
 
 	b := p.pool.Next()
 	if b == nil {
-		p.Stats.Unavailable.Add(1)
-		ctx.Error("no healthy backend\n", fasthttp.StatusServiceUnavailable)
+		x.answer(ctx, Unavailable, "no healthy backend\n", fasthttp.StatusServiceUnavailable)
 		return
 	}
 
-	if !p.streamRequest(ctx) {
+	if !p.streamRequest(ctx, x) {
 		return
 	}
 	// The protocol an Upgrade asks for, copied: stripping reshuffles the header.
@@ -133,34 +120,33 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx) {
 		req.Header.SetProtocolBytes(http11)
 	}
 
-	b, err := p.forward(ctx, b)
+	b, upstream, err := p.forward(ctx, b)
+	x.backend, x.upstream = b, upstream
 	if http10 {
 		req.Header.SetProtocolBytes(http10Proto)
 	}
 	if err != nil {
 		if errors.Is(err, errBodyTooLarge) {
 			// The client's fault, not the backend's: mid-stream 413.
-			p.Stats.TooLarge.Add(1)
-			ctx.Error("request body too large\n", fasthttp.StatusRequestEntityTooLarge)
+			x.answer(ctx, BodyTooLarge, "request body too large\n", fasthttp.StatusRequestEntityTooLarge)
 			ctx.SetConnectionClose()
 			return
 		}
-		b.CountFailure()
-		p.fail(ctx, b, err)
+		p.fail(ctx, x, err)
 		return
 	}
 	if up, ok := ctx.Response.BodyStream().(*pool.Upgraded); ok {
 		if len(upgrade) == 0 || !p.startTunnel(ctx, up, upgrade) {
-			b.CountFailure()
-			p.fail(ctx, b, errWrongUpgrade)
+			b.Stats.Rejected()
+			p.fail(ctx, x, errWrongUpgrade)
 			return
 		}
-		p.Stats.Forwarded.Add(1)
+		x.outcome = Forwarded
 		return
 	}
 	stripResponse(&ctx.Response.Header)
 	p.streamResponse(ctx, http10)
-	p.Stats.Forwarded.Add(1)
+	x.outcome = Forwarded
 	if p.cfg.RateLimitHeaders && p.limiter != nil {
 		setRateLimitHeaders(&ctx.Response.Header, &d)
 	}
@@ -174,15 +160,13 @@ var (
 )
 
 // refuse answers a request the limiter turned down.
-func (p *Proxy) refuse(ctx *fasthttp.RequestCtx, d *limiter.Decision) {
+func (p *Proxy) refuse(ctx *fasthttp.RequestCtx, x *exchange, d *limiter.Decision) {
 	if d.TableFull {
-		p.Stats.Unavailable.Add(1)
-		ctx.Error("rate limiter table full\n", fasthttp.StatusServiceUnavailable)
+		x.answer(ctx, TableFull, "rate limiter table full\n", fasthttp.StatusServiceUnavailable)
 		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
 		return
 	}
-	p.Stats.Limited.Add(1)
-	ctx.Error("rate limit exceeded\n", fasthttp.StatusTooManyRequests)
+	x.answer(ctx, Limited, "rate limit exceeded\n", fasthttp.StatusTooManyRequests)
 	h := &ctx.Response.Header
 	var buf [20]byte
 	h.SetBytesV(fasthttp.HeaderRetryAfter, strconv.AppendInt(buf[:0], ceilSeconds(d.Retry, 1), 10))
@@ -217,28 +201,37 @@ func (p *Proxy) connectFailed(b *pool.Backend, err error) {
 }
 
 // fail maps a forwarding error to 502, 503 or 504.
-func (p *Proxy) fail(ctx *fasthttp.RequestCtx, b *pool.Backend, err error) {
+func (p *Proxy) fail(ctx *fasthttp.RequestCtx, x *exchange, err error) {
 	switch {
 	case errors.Is(err, fasthttp.ErrTimeout):
-		p.Stats.Timeout.Add(1)
-		ctx.Error("backend timeout\n", fasthttp.StatusGatewayTimeout)
+		x.answer(ctx, GatewayTimeout, "backend timeout\n", fasthttp.StatusGatewayTimeout)
 	case errors.Is(err, fasthttp.ErrNoFreeConns):
-		p.Stats.Unavailable.Add(1)
-		ctx.Error("backend connection limit reached\n", fasthttp.StatusServiceUnavailable)
+		x.answer(ctx, Unavailable, "backend connection limit reached\n", fasthttp.StatusServiceUnavailable)
 	default:
-		p.Stats.BadGateway.Add(1)
-		ctx.Error("bad gateway\n", fasthttp.StatusBadGateway)
+		x.answer(ctx, BadGateway, "bad gateway\n", fasthttp.StatusBadGateway)
 	}
-	p.errLog.Event().Err(err).Str("backend", b.URL).Msg("forward failed")
+	p.errLog.Event().Err(err).Str("backend", x.backend.URL).Msg("forward failed")
 }
 
 // ServerErrorHandler answers requests that fasthttp could not parse, with
 // the status an operator expects from nginx: 413 for a body over
 // EQUALIZER_MAX_BODY_SIZE, 431 for a header over EQUALIZER_MAX_HEADER_SIZE,
-// 408 for a read timeout, 400 otherwise.
-func ServerErrorHandler(ctx *fasthttp.RequestCtx, err error) {
+// 408 for a read timeout, 400 otherwise. They count like the others.
+func (p *Proxy) ServerErrorHandler(ctx *fasthttp.RequestCtx, err error) {
+	var x exchange
 	status, msg := ParseErrorStatus(err)
+	switch status {
+	case fasthttp.StatusRequestEntityTooLarge:
+		x.outcome = BodyTooLarge
+	case fasthttp.StatusRequestHeaderFieldsTooLarge:
+		x.outcome = HeaderTooLarge
+	case fasthttp.StatusRequestTimeout:
+		x.outcome = RequestTimeout
+	default:
+		x.outcome = BadRequest
+	}
 	ctx.Error(msg+"\n", status)
+	p.Stats.Requests[x.outcome].Add(1)
 }
 
 // ParseErrorStatus maps a fasthttp request parse error to a status and a

@@ -105,7 +105,7 @@ func startProxyT(t testing.TB, opt options, backends ...string) *harness {
 		t.Fatal(err)
 	}
 	s := &fasthttp.Server{Handler: px.ServeHTTP, DisableHeaderNamesNormalizing: true, NoDefaultServerHeader: true, NoDefaultContentType: true}
-	go s.Serve(LenientListener{ln}) //nolint:errcheck
+	go s.Serve(LenientListener{Listener: ln}) //nolint:errcheck
 	t.Cleanup(func() { _ = s.Shutdown() })
 	return &harness{addr: ln.Addr().String(), proxy: px, pool: p, lim: opt.lim}
 }
@@ -298,7 +298,7 @@ func TestErrorStatuses(t *testing.T) {
 		if resp.StatusCode != 503 || !strings.Contains(body, "no healthy backend") {
 			t.Fatalf("got %d %q", resp.StatusCode, body)
 		}
-		if h.proxy.Stats.Unavailable.Load() != 1 {
+		if h.proxy.Stats.Requests[Unavailable].Load() != 1 {
 			t.Errorf("503 not counted")
 		}
 	})
@@ -315,7 +315,7 @@ func TestErrorStatuses(t *testing.T) {
 		if !h.pool.Backends()[0].Healthy() {
 			t.Errorf("one refused request counted as two connection failures")
 		}
-		if h.proxy.Stats.BadGateway.Load() != 1 || h.pool.Backends()[0].Failures() != 1 {
+		if h.proxy.Stats.Requests[BadGateway].Load() != 1 || h.pool.Backends()[0].Stats.FailuresTotal() != 1 {
 			t.Errorf("502 not counted")
 		}
 	})
@@ -345,7 +345,7 @@ func TestErrorStatuses(t *testing.T) {
 		t.Cleanup(func() { close(release) }) // runs before the backend's Shutdown
 		h := startProxy(t, options{timeout: 100 * time.Millisecond}, url)
 		resp, _ := raw(t, h.addr, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-		if resp.StatusCode != 504 || h.proxy.Stats.Timeout.Load() != 1 {
+		if resp.StatusCode != 504 || h.proxy.Stats.Requests[GatewayTimeout].Load() != 1 {
 			t.Fatalf("got %d", resp.StatusCode)
 		}
 	})
@@ -403,7 +403,7 @@ func TestConnectFailureTriesAnotherBackendAndPassiveHealth(t *testing.T) {
 	if deadBackend.Healthy() {
 		t.Fatal("dead backend still in rotation after two connection failures")
 	}
-	if h.proxy.Stats.BadGateway.Load() != 0 {
-		t.Fatalf("%d clients saw 502", h.proxy.Stats.BadGateway.Load())
+	if h.proxy.Stats.Requests[BadGateway].Load() != 0 {
+		t.Fatalf("%d clients saw 502", h.proxy.Stats.Requests[BadGateway].Load())
 	}
 }

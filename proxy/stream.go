@@ -64,15 +64,14 @@ func (b *requestBody) Read(p []byte) (int, error) {
 // wrapper lives in the client connection, so a request allocates nothing.
 // It answers 413 itself, before anything goes upstream, when the declared
 // length is over the limit.
-func (p *Proxy) streamRequest(ctx *fasthttp.RequestCtx) bool {
+func (p *Proxy) streamRequest(ctx *fasthttp.RequestCtx, x *exchange) bool {
 	req := &ctx.Request
 	if !req.IsBodyStream() {
 		return true
 	}
 	cl := req.Header.ContentLength()
 	if p.cfg.MaxBodySize > 0 && int64(cl) > p.cfg.MaxBodySize {
-		p.Stats.TooLarge.Add(1)
-		ctx.Error("request body too large\n", fasthttp.StatusRequestEntityTooLarge)
+		x.answer(ctx, BodyTooLarge, "request body too large\n", fasthttp.StatusRequestEntityTooLarge)
 		ctx.SetConnectionClose()
 		return false
 	}

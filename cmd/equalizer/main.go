@@ -22,6 +22,7 @@ import (
 	"gopher-equalizer/admin"
 	"gopher-equalizer/limiter"
 	"gopher-equalizer/logthrottle"
+	"gopher-equalizer/metrics"
 	"gopher-equalizer/pgstore"
 	"gopher-equalizer/pool"
 	"gopher-equalizer/proxy"
@@ -120,6 +121,9 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 		RatePerSec: cfg.RatePerSec(),
 		MaxBuckets: cfg.MaxBuckets,
 		Persist:    cfg.DatabaseURL != "",
+		// Buckets far from empty sync at EQUALIZER_PERSIST_INTERVAL, the
+		// others at EQUALIZER_SYNC_INTERVAL.
+		DeferRounds: max(int(cfg.PersistInterval/max(cfg.SyncInterval, 1))-1, 0),
 	}, store)
 	if pg, ok := store.(*pgstore.Store); ok {
 		start := time.Now()
@@ -159,12 +163,12 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 		ReadBufferSize:     cfg.MaxHeaderSize,
 		Concurrency:        cfg.MaxClientConns,
 		CloseOnShutdown:    true,
-		ErrorHandler:       proxy.ServerErrorHandler,
+		ErrorHandler:       px.ServerErrorHandler,
 		Logger:             fasthttpLogger{log},
 	}
 	api := admin.New(admin.Config{Token: cfg.AdminToken, DefaultLimit: cfg.APIDefaultLimit, RatePerSec: cfg.RatePerSec(),
 		Hosts: cfg.AdminHosts, Pprof: cfg.Pprof},
-		lim, backendPool, admin.NewMetrics(&px.Stats, backendPool, lim, px.OpenTunnels), log)
+		lim, backendPool, metrics.New(metrics.Sources{Proxy: px, Pool: backendPool, Limiter: lim, Persist: cfg.DatabaseURL != ""}), log)
 	adminServer := &fasthttp.Server{
 		Handler:            api.Handler(),
 		Name:               "gopher-equalizer-admin",
@@ -218,7 +222,7 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 	}
 
 	serveErr := make(chan error, 2)
-	go func() { serveErr <- proxyServer.Serve(proxy.LenientListener{Listener: proxyLn}) }()
+	go func() { serveErr <- proxyServer.Serve(px.Listener(proxyLn)) }()
 	go func() { serveErr <- adminServer.Serve(adminLn) }()
 	log.Info().Str("listen", proxyLn.Addr().String()).Str("admin", adminLn.Addr().String()).
 		Strs("backends", cfg.Backends).Str("strategy", cfg.Strategy).Str("client_key", cfg.ClientKey).

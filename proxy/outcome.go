@@ -1,0 +1,64 @@
+package proxy
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"gopher-equalizer/pool"
+)
+
+// Outcome is how the proxy ended a request: forwarded to a backend, or
+// answered by the proxy itself with one status.
+type Outcome uint8
+
+const (
+	Forwarded      Outcome = iota // a backend answered
+	Limited                       // 429
+	TableFull                     // 503: no bucket could be made, the table is full of debt
+	BadRequest                    // 400: malformed request, bad header name or client key
+	RequestTimeout                // 408: the client was too slow sending its head
+	BodyTooLarge                  // 413: body over EQUALIZER_MAX_BODY_SIZE
+	HeaderTooLarge                // 431: head over EQUALIZER_MAX_HEADER_SIZE
+	BadGateway                    // 502: the backend failed or answered garbage
+	Unavailable                   // 503: no healthy backend, or its connection limit
+	GatewayTimeout                // 504: no response head within EQUALIZER_BACKEND_TIMEOUT
+	NumOutcomes
+)
+
+// OutcomeNames are the label values of the outcomes, in order.
+var OutcomeNames = [NumOutcomes]string{
+	"forwarded", "limited", "table_full", "bad_request", "request_timeout",
+	"body_too_large", "header_too_large", "bad_gateway", "unavailable", "gateway_timeout",
+}
+
+// Stats counts requests by outcome. Plain atomics: /metrics reads them.
+type Stats struct {
+	Requests [NumOutcomes]atomic.Uint64
+	// Admitted counts requests the limiter let through (Limited and
+	// TableFull count the others).
+	Admitted  atomic.Uint64
+	Tunnels   atomic.Uint64 // Upgrade tunnels opened
+	OpenConns atomic.Int64  // client connections open
+}
+
+// exchange is what one request's handling learned, for the counters and
+// the access log. It lives on the handler's stack.
+type exchange struct {
+	outcome  Outcome
+	backend  *pool.Backend // nil when no backend was tried
+	upstream time.Duration // waiting for backends' response heads
+	keyLen   int           // the client key is keyBuf[:keyLen]
+	keyBuf   [MaxKeyLen]byte
+}
+
+// key is the client key, empty when there was none. (A slice of keyBuf
+// kept in the struct would point into itself and move it to the heap.)
+func (x *exchange) key() []byte { return x.keyBuf[:x.keyLen] }
+
+// answer makes the proxy's own response and records its outcome.
+func (x *exchange) answer(ctx *fasthttp.RequestCtx, o Outcome, msg string, status int) {
+	x.outcome = o
+	ctx.Error(msg, status)
+}
