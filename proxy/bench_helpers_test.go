@@ -49,6 +49,6 @@ func startQuietBackend(tb testing.TB) (string, func()) {
 }
 
 func startProxyFor(tb testing.TB, lim *limiter.Limiter, url string) *Proxy {
-	h := startProxyT(tb, options{lim: lim, timeout: 5 * time.Second}, url)
+	h := startProxyT(tb, options{lim: lim, timeout: 5 * time.Second, reqID: "X-Request-ID"}, url) // request IDs are on by default
 	return h.proxy
 }

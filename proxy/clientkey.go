@@ -68,6 +68,9 @@ func ParseClientKey(mode string, trustedCIDRs []string, ipv6Prefix int) (ClientK
 	return k, nil
 }
 
+// ValidHeaderName reports whether name can be a header field name.
+func ValidHeaderName(name string) bool { return validHeaderName(name) }
+
 func validHeaderName(name string) bool {
 	if name == "" {
 		return false
@@ -84,7 +87,7 @@ func validHeaderName(name string) bool {
 // Append appends the key of ctx's client to dst. It scans the header
 // itself; the proxy's request path uses appendKey with its own scan.
 func (k *ClientKey) Append(dst []byte, ctx *fasthttp.RequestCtx) ([]byte, error) {
-	f := readFields(&ctx.Request.Header, k.header)
+	f := readFields(&ctx.Request.Header, k.header, nil)
 	peer := peerAddr(ctx)
 	return k.appendKey(dst, &f, peer, k.isTrusted(peer))
 }

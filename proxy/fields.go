@@ -31,15 +31,18 @@ type fields struct {
 	xProtoHost int // X-Forwarded-Proto and X-Forwarded-Host lines
 	key        []byte
 	keyLines   int // lines of the key header (header:<Name> mode)
+	reqID      []byte
+	reqIDLines int // lines of the request ID header
 	// upgrade is the Upgrade field; connectionUpgrade is set when a
 	// Connection line has the upgrade option: together they ask for a tunnel.
 	upgrade           []byte
 	connectionUpgrade bool
 }
 
-// readFields scans h once. keyName is the key header or empty. Only a
-// request with several X-Forwarded-For lines allocates, to join them.
-func readFields(h *fasthttp.RequestHeader, keyName []byte) fields {
+// readFields scans h once. keyName is the key header, idName the request
+// ID header, each possibly empty. Only a request with several
+// X-Forwarded-For lines allocates, to join them.
+func readFields(h *fasthttp.RequestHeader, keyName, idName []byte) fields {
 	var f fields
 	for k, v := range h.All() {
 		if f.badName == nil && !isToken(k) {
@@ -49,6 +52,12 @@ func readFields(h *fasthttp.RequestHeader, keyName []byte) fields {
 			f.keyLines++
 			if f.keyLines == 1 {
 				f.key = v
+			}
+		}
+		if len(idName) > 0 && len(k) == len(idName) && bytes.EqualFold(k, idName) {
+			f.reqIDLines++
+			if f.reqIDLines == 1 {
+				f.reqID = bytes.TrimSpace(v)
 			}
 		}
 		switch {

@@ -51,7 +51,14 @@ type exchange struct {
 	upstream time.Duration // waiting for backends' response heads
 	keyLen   int           // the client key is keyBuf[:keyLen]
 	keyBuf   [MaxKeyLen]byte
+	idLen    int  // the request ID is idBuf[:idLen]
+	idNew    bool // made here, not the client's
+	idLines  int  // request ID lines the client sent
+	idBuf    [maxRequestIDLen]byte
 }
+
+// id is the request ID, empty when IDs are off.
+func (x *exchange) id() []byte { return x.idBuf[:x.idLen] }
 
 // key is the client key, empty when there was none. (A slice of keyBuf
 // kept in the struct would point into itself and move it to the heap.)

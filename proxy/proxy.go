@@ -32,6 +32,9 @@ type Config struct {
 	TunnelIdleTimeout time.Duration
 	// MaxBodySize limits request bodies (413); 0 means unlimited.
 	MaxBodySize int64
+	// RequestIDHeader names the request ID header (EQUALIZER_REQUEST_ID);
+	// empty turns request IDs off.
+	RequestIDHeader string
 	// RateLimitHeaders adds RateLimit-Limit, RateLimit-Remaining and
 	// RateLimit-Reset to forwarded responses too, not only to 429s.
 	RateLimitHeaders bool
@@ -45,26 +48,38 @@ type Proxy struct {
 	key     ClientKey
 	Stats   Stats
 
+	ids     *requestIDs         // nil: request IDs off
 	errLog  *logthrottle.Logger // also holds the logger itself
 	tunnels tunnels
 }
 
 // New returns a proxy over p. lim may be nil to forward without limiting.
 func New(cfg Config, p *pool.Pool, lim *limiter.Limiter, key ClientKey, log zerolog.Logger) *Proxy {
-	return &Proxy{cfg: cfg, pool: p, limiter: lim, key: key, errLog: logthrottle.New(log, 10*time.Second)}
+	return &Proxy{cfg: cfg, pool: p, limiter: lim, key: key, ids: newRequestIDs(cfg.RequestIDHeader),
+		errLog: logthrottle.New(log, 10*time.Second)}
 }
 
 // ServeHTTP handles one request.
 func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	var x exchange
 	p.serve(ctx, &x)
+	if p.ids != nil {
+		p.ids.reply(ctx, &x)
+	}
 	p.Stats.Requests[x.outcome].Add(1)
 	requestDone(ctx)
 }
 
 func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 	req := &ctx.Request
-	f := readFields(&req.Header, p.key.header)
+	var idName []byte
+	if p.ids != nil {
+		idName = p.ids.name
+	}
+	f := readFields(&req.Header, p.key.header, idName)
+	if p.ids != nil {
+		p.ids.assign(&f, x)
+	}
 	if f.badName != nil {
 		x.answer(ctx, BadRequest, "invalid header name\n", fasthttp.StatusBadRequest)
 		return
@@ -107,6 +122,9 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 		req.Header.SetBytesV(fasthttp.HeaderUpgrade, upgrade)
 	}
 	setForwarded(ctx, &f, peer, trusted)
+	if p.ids != nil {
+		p.ids.upstream(&req.Header, x)
+	}
 	// Keep the client's Host header instead of the one parsed from the URI;
 	// an HTTP/1.0 request without one gets the backend's.
 	req.UseHostHeader = true

@@ -63,7 +63,8 @@ type options struct {
 	lim      *limiter.Limiter
 	key      string
 	trusted  []string
-	headers  bool // RateLimitHeaders
+	headers  bool   // RateLimitHeaders
+	reqID    string // RequestIDHeader
 }
 
 // startProxy serves a proxy over backends on 127.0.0.1.
@@ -99,7 +100,7 @@ func startProxyT(t testing.TB, opt options, backends ...string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	px := New(Config{BackendTimeout: opt.timeout, RateLimitHeaders: opt.headers}, p, opt.lim, key, zerolog.Nop())
+	px := New(Config{BackendTimeout: opt.timeout, RateLimitHeaders: opt.headers, RequestIDHeader: opt.reqID}, p, opt.lim, key, zerolog.Nop())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -63,6 +63,9 @@ type Config struct {
 	MaxHeaderSize      int           `env:"EQUALIZER_MAX_HEADER_SIZE" envDefault:"8192" help:"largest request header in bytes; a larger one gets 431"`
 	MaxClientConns     int           `env:"EQUALIZER_MAX_CLIENT_CONNS" envDefault:"262144" help:"most concurrent client connections"`
 
+	RequestID string `env:"EQUALIZER_REQUEST_ID" envDefault:"X-Request-ID" help:"request ID header: a client's sane value is kept, otherwise one is made; sent to the backend, returned to the client, logged; empty turns it off"`
+	AccessLog string `env:"EQUALIZER_ACCESS_LOG" envDefault:"off" help:"off, stdout, or a file path: one JSON line per request; SIGUSR1 reopens the file (logrotate)"`
+
 	Pprof bool `env:"EQUALIZER_PPROF" envDefault:"false" help:"serve /debug/pprof on the admin listener"`
 
 	DemoHost string `env:"EQUALIZER_DEMO_HOST" envDefault:"127.0.0.1" help:"address the -demo backends listen on (ports 8081-8083)"`
@@ -88,6 +91,9 @@ func LoadConfig(environ map[string]string) (Config, error) {
 			return c, fmt.Errorf("invalid %s=%q: %v", name, environ[name], errors.Unwrap(pe.Err))
 		}
 		return c, err
+	}
+	if v, ok := environ["EQUALIZER_REQUEST_ID"]; ok && strings.TrimSpace(v) == "" {
+		c.RequestID = "" // set and empty: off (env would take the default)
 	}
 	return c, c.validate(environ)
 }
@@ -138,6 +144,12 @@ func (c *Config) validate(environ map[string]string) error {
 	}
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		return bad("LogFormat", "want json or console")
+	}
+	if c.RequestID != "" && !proxy.ValidHeaderName(c.RequestID) {
+		return bad("RequestID", "must be a header name such as X-Request-ID, or empty for none")
+	}
+	if strings.TrimSpace(c.AccessLog) == "" {
+		return bad("AccessLog", "want off, stdout or a file path")
 	}
 	if c.PassiveFails < 0 {
 		return bad("PassiveFails", "must be 0 (off) or more")

@@ -144,6 +144,7 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 		BackendTimeout: cfg.BackendTimeout, StreamIdleTimeout: cfg.StreamIdleTimeout,
 		TunnelIdleTimeout: cfg.TunnelIdleTimeout, MaxBodySize: cfg.MaxBodySize,
 		RateLimitHeaders: cfg.RateLimitHeaders,
+		RequestIDHeader:  cfg.RequestID,
 	}, backendPool, charged, key, log)
 	proxyServer := &fasthttp.Server{
 		Handler:                       px.ServeHTTP,
