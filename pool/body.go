@@ -44,6 +44,7 @@ type Body struct {
 	// bytes keep moving. Set by the proxy; nil leaves it alone.
 	Client net.Conn
 
+	sent     int64 // body bytes handed to the client side
 	release  func(reuse bool)
 	b        *Backend
 	detached bool
@@ -125,10 +126,18 @@ func (b *Body) Read(p []byte) (int, error) {
 		}
 	}
 	n, err := b.read(p)
+	b.sent += int64(n)
 	if err != nil && err != io.EOF {
 		b.broken = true
 	}
 	return n, err
+}
+
+// BodyObserver is told, through the Client connection, when the server is
+// done with a streamed body and how many bytes of it went out (the access
+// log writes its line then).
+type BodyObserver interface {
+	BodyDone(sent int64)
 }
 
 func (b *Body) read(p []byte) (int, error) {
@@ -220,6 +229,9 @@ func (b *Body) Close() error { return b.CloseWithError(nil) }
 func (b *Body) CloseWithError(err error) error {
 	if b.detached {
 		return nil
+	}
+	if o, ok := b.Client.(BodyObserver); ok && !b.closed {
+		o.BodyDone(b.sent)
 	}
 	return b.Release(err)
 }

@@ -45,11 +45,12 @@ func (l LenientListener) Accept() (net.Conn, error) {
 // another (a tunnel's shutdown).
 type clientConn struct {
 	net.Conn
-	atHead bool        // the next bytes read start (or continue) a request head
-	carry  []byte      // rewritten bytes that did not fit the caller's buffer
-	body   requestBody // the streamed request body's wrapper, reused
-	open   *atomic.Int64
-	closed atomic.Bool
+	atHead  bool        // the next bytes read start (or continue) a request head
+	carry   []byte      // rewritten bytes that did not fit the caller's buffer
+	body    requestBody // the streamed request body's wrapper, reused
+	open    *atomic.Int64
+	closed  atomic.Bool
+	pending pendingLine // a streamed response's access log line
 }
 
 // Close implements net.Conn, counting the connection closed once.

@@ -51,9 +51,10 @@ type exchange struct {
 	upstream time.Duration // waiting for backends' response heads
 	keyLen   int           // the client key is keyBuf[:keyLen]
 	keyBuf   [MaxKeyLen]byte
-	idLen    int  // the request ID is idBuf[:idLen]
-	idNew    bool // made here, not the client's
-	idLines  int  // request ID lines the client sent
+	bodyIn   *requestBody // the streamed request body, when there is one
+	idLen    int          // the request ID is idBuf[:idLen]
+	idNew    bool         // made here, not the client's
+	idLines  int          // request ID lines the client sent
 	idBuf    [maxRequestIDLen]byte
 }
 

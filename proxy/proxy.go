@@ -8,6 +8,7 @@ package proxy
 
 import (
 	"errors"
+	"io"
 	"net"
 	"strconv"
 	"time"
@@ -35,6 +36,9 @@ type Config struct {
 	// RequestIDHeader names the request ID header (EQUALIZER_REQUEST_ID);
 	// empty turns request IDs off.
 	RequestIDHeader string
+	// AccessLog receives one JSON line per request; nil: no access log.
+	// Its Write must not block.
+	AccessLog io.Writer
 	// RateLimitHeaders adds RateLimit-Limit, RateLimit-Remaining and
 	// RateLimit-Reset to forwarded responses too, not only to 429s.
 	RateLimitHeaders bool
@@ -49,6 +53,7 @@ type Proxy struct {
 	Stats   Stats
 
 	ids     *requestIDs         // nil: request IDs off
+	access  *accessLogger       // nil: no access log
 	errLog  *logthrottle.Logger // also holds the logger itself
 	tunnels tunnels
 }
@@ -56,6 +61,7 @@ type Proxy struct {
 // New returns a proxy over p. lim may be nil to forward without limiting.
 func New(cfg Config, p *pool.Pool, lim *limiter.Limiter, key ClientKey, log zerolog.Logger) *Proxy {
 	return &Proxy{cfg: cfg, pool: p, limiter: lim, key: key, ids: newRequestIDs(cfg.RequestIDHeader),
+		access: newAccessLogger(cfg.AccessLog),
 		errLog: logthrottle.New(log, 10*time.Second)}
 }
 
@@ -67,6 +73,9 @@ func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
 		p.ids.reply(ctx, &x)
 	}
 	p.Stats.Requests[x.outcome].Add(1)
+	if p.access != nil {
+		p.logAccess(ctx, &x)
+	}
 	requestDone(ctx)
 }
 
@@ -250,6 +259,9 @@ func (p *Proxy) ServerErrorHandler(ctx *fasthttp.RequestCtx, err error) {
 	}
 	ctx.Error(msg+"\n", status)
 	p.Stats.Requests[x.outcome].Add(1)
+	if p.access != nil {
+		p.access.write(ctx, &x, int64(len(msg)+1))
+	}
 }
 
 // ParseErrorStatus maps a fasthttp request parse error to a status and a

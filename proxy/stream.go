@@ -83,6 +83,7 @@ func (p *Proxy) streamRequest(ctx *fasthttp.RequestCtx, x *exchange) bool {
 	}
 	*b = requestBody{r: req.BodyStream(), conn: ctx.Conn(), idle: p.cfg.StreamIdleTimeout, max: p.cfg.MaxBodySize}
 	req.SetBodyStream(b, cl)
+	x.bodyIn = b
 	return true
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -19,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
+	"gopher-equalizer/accesslog"
 	"gopher-equalizer/admin"
 	"gopher-equalizer/limiter"
 	"gopher-equalizer/logthrottle"
@@ -140,11 +142,20 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 		charged = nil
 		log.Warn().Msg("EQUALIZER_RATE_LIMIT=false: requests are forwarded without rate limiting")
 	}
+	access, err := openAccessLog(cfg, log)
+	if err != nil {
+		return err
+	}
+	var accessWriter io.Writer
+	if access != nil {
+		accessWriter = access
+	}
 	px := proxy.New(proxy.Config{
 		BackendTimeout: cfg.BackendTimeout, StreamIdleTimeout: cfg.StreamIdleTimeout,
 		TunnelIdleTimeout: cfg.TunnelIdleTimeout, MaxBodySize: cfg.MaxBodySize,
 		RateLimitHeaders: cfg.RateLimitHeaders,
 		RequestIDHeader:  cfg.RequestID,
+		AccessLog:        accessWriter,
 	}, backendPool, charged, key, log)
 	proxyServer := &fasthttp.Server{
 		Handler:                       px.ServeHTTP,
@@ -169,7 +180,7 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 	}
 	api := admin.New(admin.Config{Token: cfg.AdminToken, DefaultLimit: cfg.APIDefaultLimit, RatePerSec: cfg.RatePerSec(),
 		Hosts: cfg.AdminHosts, Pprof: cfg.Pprof},
-		lim, backendPool, metrics.New(metrics.Sources{Proxy: px, Pool: backendPool, Limiter: lim, Persist: cfg.DatabaseURL != ""}), log)
+		lim, backendPool, metrics.New(metrics.Sources{Proxy: px, Pool: backendPool, Limiter: lim, Persist: cfg.DatabaseURL != "", AccessLogDropped: access.DroppedFunc()}), log)
 	adminServer := &fasthttp.Server{
 		Handler:            api.Handler(),
 		Name:               "gopher-equalizer-admin",
@@ -222,6 +233,19 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 		})
 	}
 
+	accessCtx, stopAccess := context.WithCancel(context.Background())
+	if access != nil {
+		go access.Run(accessCtx)
+		reopen := make(chan os.Signal, 1)
+		signal.Notify(reopen, syscall.SIGUSR1)
+		defer signal.Stop(reopen)
+		go func() {
+			for range reopen {
+				access.Reopen()
+			}
+		}()
+	}
+
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- proxyServer.Serve(px.Listener(proxyLn)) }()
 	go func() { serveErr <- adminServer.Serve(adminLn) }()
@@ -248,8 +272,13 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 	if n := px.CloseTunnels(); n > 0 {
 		log.Info().Int("tunnels", n).Msg("closed open Upgrade tunnels")
 	}
-	// 2. No traffic left: stop probing backends.
+	// 2. No traffic left: stop probing backends, write the last access
+	// log lines.
 	stopHealth()
+	stopAccess()
+	if access != nil {
+		access.Wait()
+	}
 	// 3. Write every changed bucket (the persister's final flush).
 	stopPersist()
 	if err := <-persistDone; err != nil {
@@ -282,6 +311,18 @@ func openStore(cfg Config, log zerolog.Logger) (limiter.Store, func(), error) {
 		return nil, nil, fmt.Errorf("EQUALIZER_DATABASE_URL: %w", err)
 	}
 	return st, st.Close, nil
+}
+
+// openAccessLog opens EQUALIZER_ACCESS_LOG; nil when it is off.
+func openAccessLog(cfg Config, log zerolog.Logger) (*accesslog.Log, error) {
+	if cfg.AccessLog == "off" {
+		return nil, nil
+	}
+	l, err := accesslog.Open(cfg.AccessLog, throttle(log, 10*time.Second, "writing the access log failed"))
+	if err != nil {
+		return nil, fmt.Errorf("EQUALIZER_ACCESS_LOG: %w", err)
+	}
+	return l, nil
 }
 
 // throttle returns an error reporter that logs at most one line per period

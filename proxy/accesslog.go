@@ -1,0 +1,94 @@
+package proxy
+
+import (
+	"io"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+
+	"gopher-equalizer/pool"
+)
+
+// The access log: one JSON line per request, with the fields of nginx's
+// usual log_format, written when the response is complete. A streamed
+// response is complete when the server closes its body (pool.Body calls
+// BodyDone on the client connection); the line then carries the bytes
+// actually sent and the whole duration.
+
+// accessLogger builds the lines; the writer behind it never blocks.
+type accessLogger struct {
+	log zerolog.Logger
+}
+
+func newAccessLogger(w io.Writer) *accessLogger {
+	if w == nil {
+		return nil
+	}
+	return &accessLogger{log: zerolog.New(w)}
+}
+
+// pendingLine holds a streamed response's line until its body is done.
+// It lives in the client connection, so waiting allocates nothing.
+type pendingLine struct {
+	active bool
+	log    *accessLogger
+	ctx    *fasthttp.RequestCtx
+	x      exchange
+}
+
+// logAccess writes x's line now, or, for a streamed response, when its
+// body is done.
+func (p *Proxy) logAccess(ctx *fasthttp.RequestCtx, x *exchange) {
+	if body, ok := ctx.Response.BodyStream().(*pool.Body); ok && body.Client != nil {
+		if c, ok := ctx.Conn().(*clientConn); ok {
+			c.pending.active, c.pending.log, c.pending.ctx = true, p.access, ctx
+			c.pending.x = *x
+			return
+		}
+	}
+	p.access.write(ctx, x, int64(len(ctx.Response.Body())))
+}
+
+// BodyDone implements pool.BodyObserver: the streamed response went out.
+func (c *clientConn) BodyDone(sent int64) {
+	if !c.pending.active {
+		return
+	}
+	c.pending.active = false
+	c.pending.log.write(c.pending.ctx, &c.pending.x, sent)
+	c.pending.ctx = nil
+}
+
+func (a *accessLogger) write(ctx *fasthttp.RequestCtx, x *exchange, sent int64) {
+	now := time.Now()
+	var addrBuf [64]byte
+	ev := a.log.Log().
+		Time("time", now).
+		Bytes("client", peerAddr(ctx).AppendTo(addrBuf[:0])).
+		Bytes("client_key", x.key()).
+		Bytes("method", ctx.Method()).
+		Bytes("uri", ctx.RequestURI()).
+		Bytes("protocol", ctx.Request.Header.Protocol()).
+		Int("status", ctx.Response.StatusCode()).
+		Int64("bytes_in", x.bytesIn(ctx)).
+		Int64("bytes_out", sent).
+		Float64("duration", now.Sub(ctx.Time()).Seconds()).
+		Float64("upstream_duration", x.upstream.Seconds()).
+		Str("outcome", OutcomeNames[x.outcome]).
+		Bool("limited", x.outcome == Limited)
+	if x.backend != nil {
+		ev = ev.Str("backend", x.backend.URL)
+	}
+	ev.Bytes("request_id", x.id()).
+		Bytes("user_agent", ctx.UserAgent()).
+		Send()
+}
+
+// bytesIn is the request body's size as read from the client.
+func (x *exchange) bytesIn(ctx *fasthttp.RequestCtx) int64 {
+	if x.bodyIn != nil {
+		return x.bodyIn.read
+	}
+	return int64(len(ctx.Request.Body()))
+}
