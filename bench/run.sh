@@ -51,6 +51,7 @@ need
 
 echo "building" >&2
 go build -o "$WORK/equalizer" ./cmd/equalizer
+go build -tags nometrics -o "$WORK/equalizer-nometrics" ./cmd/equalizer
 go build -o "$WORK/backend" ./bench/backend
 go build -o "$WORK/report" ./bench/report
 if [ -n "${BASELINE:-}" ]; then
@@ -104,6 +105,8 @@ eq equalizer-header 9204 EQUALIZER_CLIENT_KEY=header:X-Client
 eq equalizer-pg-header 9207 EQUALIZER_CLIENT_KEY=header:X-Client \
   EQUALIZER_DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres?sslmode=disable"
 [ -n "${BASELINE:-}" ] && EQ_BIN=$WORK/equalizer-baseline eq equalizer-baseline 9206
+EQ_BIN=$WORK/equalizer-nometrics eq equalizer-nometrics 9208
+eq equalizer-access-log 9209 EQUALIZER_ACCESS_LOG=stdout # start() sends stdout to a file
 start equalizer-429 env -i PATH="$PATH" EQUALIZER_LISTEN=127.0.0.1:9205 EQUALIZER_ADMIN_LISTEN=127.0.0.1:10205 \
   EQUALIZER_BACKENDS="$BACKENDS" EQUALIZER_LOG_LEVEL=warn \
   EQUALIZER_BUCKET_CAPACITY=1 EQUALIZER_BUCKET_REFILL_AMOUNT=1 EQUALIZER_BUCKET_REFILL_INTERVAL=24h "$WORK/equalizer"
@@ -186,6 +189,8 @@ TARGETS=(
   "direct-backend $B1"
   "gopher-equalizer 127.0.0.1:9201"
   "gopher-equalizer-limiter-off 127.0.0.1:9202"
+  "gopher-equalizer-metrics-off 127.0.0.1:9208"
+  "gopher-equalizer-access-log 127.0.0.1:9209"
   "gopher-equalizer-postgres 127.0.0.1:9203"
   "nginx-1-worker 127.0.0.1:9301"
   "nginx-2-workers 127.0.0.1:9302"

@@ -28,7 +28,8 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, b *pool.Backend) (*pool.Backen
 	streamed := req.IsBodyStream()
 	var upstream time.Duration
 	for attempt := 1; ; attempt++ {
-		start := b.Stats.Start()
+		start := time.Now()
+		b.Stats.Start()
 		err := b.Client.DoDeadline(req, &ctx.Response, deadline)
 		took := time.Since(start)
 		upstream += took

@@ -72,7 +72,7 @@ func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	if p.ids != nil {
 		p.ids.reply(ctx, &x)
 	}
-	p.Stats.Requests[x.outcome].Add(1)
+	p.Stats.count(x.outcome)
 	if p.access != nil {
 		p.logAccess(ctx, &x)
 	}
@@ -109,7 +109,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 			p.refuse(ctx, x, &d)
 			return
 		}
-		p.Stats.Admitted.Add(1)
+		p.Stats.admit()
 	}
 
 	b := p.pool.Next()
@@ -258,7 +258,7 @@ func (p *Proxy) ServerErrorHandler(ctx *fasthttp.RequestCtx, err error) {
 		x.outcome = BadRequest
 	}
 	ctx.Error(msg+"\n", status)
-	p.Stats.Requests[x.outcome].Add(1)
+	p.Stats.count(x.outcome)
 	if p.access != nil {
 		p.access.write(ctx, &x, int64(len(msg)+1))
 	}

@@ -103,7 +103,7 @@ func (p *Proxy) startTunnel(ctx *fasthttp.RequestCtx, up *pool.Upgraded, asked [
 	h.Set(fasthttp.HeaderConnection, "Upgrade")
 	h.SetBytesV(fasthttp.HeaderUpgrade, asked)
 	ctx.Response.ResetBody()
-	p.Stats.Tunnels.Add(1)
+	p.Stats.tunnel()
 	idle := p.cfg.TunnelIdleTimeout
 	ctx.Hijack(func(client net.Conn) {
 		p.tunnels.add(client, backend)

@@ -177,6 +177,8 @@ func write(w io.Writer, order []string, connsList []int, sum map[key]summary) {
 			bestName, ratio(eq.rps, best), eq.p99.Round(time.Microsecond), sum[key{bestName, c}].p99.Round(time.Microsecond))
 		fmt.Fprintf(w, "- gopher-equalizer with PostgreSQL persistence / best peer: %s\n", ratio(sum[key{"gopher-equalizer-postgres", c}].rps, best))
 		fmt.Fprintf(w, "- limiter on / limiter off: %s\n", ratio(eq.rps, sum[key{"gopher-equalizer-limiter-off", c}].rps))
+		fmt.Fprintf(w, "- metrics on / a build without them (-tags nometrics): %s\n", ratio(eq.rps, sum[key{"gopher-equalizer-metrics-off", c}].rps))
+		fmt.Fprintf(w, "- access log to a file / no access log: %s\n", ratio(sum[key{"gopher-equalizer-access-log", c}].rps, eq.rps))
 		fmt.Fprintf(w, "- PostgreSQL persistence / in-memory store: %s\n", ratio(sum[key{"gopher-equalizer-postgres", c}].rps, eq.rps))
 		fmt.Fprintf(w, "- PostgreSQL persistence and sync / in-memory store, 100,000 clients: %s\n",
 			ratio(sum[key{"gopher-equalizer-postgres-100k-clients", c}].rps, sum[key{"gopher-equalizer-100k-clients", c}].rps))
