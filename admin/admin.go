@@ -70,6 +70,8 @@ func (a *API) Handler() fasthttp.RequestHandler {
 	r.GET("/healthz", func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok\n") })
 	read := func(h fasthttp.RequestHandler) fasthttp.RequestHandler { return a.guard(a.auth(h)) }
 	write := func(h fasthttp.RequestHandler) fasthttp.RequestHandler { return a.guard(a.auth(jsonBody(h))) }
+	r.GET("/", a.guard(a.page))
+	r.GET("/status", read(a.status))
 	r.GET("/readyz", read(a.readyz))
 	r.GET("/metrics", read(a.metricsPage))
 	if a.cfg.Pprof {

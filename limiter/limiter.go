@@ -500,3 +500,39 @@ func (l *Limiter) remove(b *bucket) {
 
 // Ping reports whether the store answers.
 func (l *Limiter) Ping(ctx context.Context) error { return l.store.Ping(ctx) }
+
+// Limited is a bucket that is out of tokens, for the status page.
+type Limited struct {
+	Bucket
+	// Wait is how long until the bucket has one token again.
+	Wait time.Duration
+}
+
+// MostLimited returns up to n buckets that are out of tokens, the longest
+// wait first: the clients being held back hardest right now. It walks the
+// whole table, so it is for the admin side, not the request path.
+func (l *Limiter) MostLimited(n int, now int64) []Limited {
+	type entry struct {
+		b    *bucket
+		wait int64
+	}
+	var top []entry // sorted, longest wait first
+	l.buckets.Range(func(_ string, b *bucket) bool {
+		p := b.params.Load()
+		wait := b.tat.Load() + p.interval - now - p.interval*p.capacity // until the next token
+		if wait <= 0 || (len(top) == n && wait <= top[n-1].wait) {
+			return true
+		}
+		i, _ := slices.BinarySearchFunc(top, wait, func(e entry, w int64) int { return cmp.Compare(w, e.wait) })
+		top = slices.Insert(top, i, entry{b, wait})
+		if len(top) > n {
+			top = top[:n]
+		}
+		return true
+	})
+	out := make([]Limited, 0, len(top))
+	for _, e := range top {
+		out = append(out, Limited{Bucket: l.snapshot(e.b, now), Wait: time.Duration(e.wait)})
+	}
+	return out
+}

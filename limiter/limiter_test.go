@@ -539,3 +539,25 @@ func TestFarFromEmptyBucketsWait(t *testing.T) {
 		}
 	}
 }
+
+func TestMostLimited(t *testing.T) {
+	l := New(Config{Capacity: 2, RatePerSec: 1}, NewMemoryStore())
+	for i, spend := range []int{1, 2, 4, 3} { // c1 keeps a token; c2 is empty; c3, c4 were refused too
+		for range spend {
+			l.Allow([]byte(fmt.Sprintf("c%d", i+1)), t0)
+		}
+	}
+	got := l.MostLimited(2, t0)
+	if len(got) != 2 || got[0].ClientID != "c2" && got[0].ClientID != "c3" {
+		t.Fatalf("%+v", got)
+	}
+	// Refused requests leave the state as it was: c2, c3, c4 all wait 1 s.
+	for _, g := range got {
+		if g.Wait != time.Second || g.WholeTokens() != 0 {
+			t.Fatalf("%+v", g)
+		}
+	}
+	if all := l.MostLimited(10, t0); len(all) != 3 {
+		t.Fatalf("%d limited, want 3 (c1 still has a token)", len(all))
+	}
+}

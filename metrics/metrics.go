@@ -29,11 +29,16 @@ type Sources struct {
 	Persist bool
 	// AccessLogDropped counts access log lines dropped (nil: no access log).
 	AccessLogDropped func() uint64
+	// Capacity and RefillPerSec are the default bucket, for the status page.
+	Capacity     int64
+	RefillPerSec float64
 }
 
-// Registry is the /metrics registry.
+// Registry serves /metrics and the status page's data.
 type Registry struct {
-	reg *prometheus.Registry
+	reg     *prometheus.Registry
+	src     Sources
+	sampler sampler
 }
 
 // New registers the proxy's metrics, the Go runtime's and the process's.
@@ -41,7 +46,7 @@ func New(src Sources) *Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(&collector{src: src})
-	return &Registry{reg: reg}
+	return &Registry{reg: reg, src: src, sampler: sampler{start: time.Now()}}
 }
 
 // ContentType is the exposition format WritePrometheus writes.

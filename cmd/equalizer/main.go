@@ -180,7 +180,8 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 	}
 	api := admin.New(admin.Config{Token: cfg.AdminToken, DefaultLimit: cfg.APIDefaultLimit, RatePerSec: cfg.RatePerSec(),
 		Hosts: cfg.AdminHosts, Pprof: cfg.Pprof},
-		lim, backendPool, metrics.New(metrics.Sources{Proxy: px, Pool: backendPool, Limiter: lim, Persist: cfg.DatabaseURL != "", AccessLogDropped: access.DroppedFunc()}), log)
+		lim, backendPool, metrics.New(metrics.Sources{Proxy: px, Pool: backendPool, Limiter: lim, Persist: cfg.DatabaseURL != "", AccessLogDropped: access.DroppedFunc(),
+			Capacity: cfg.BucketCapacity, RefillPerSec: cfg.RatePerSec()}), log)
 	adminServer := &fasthttp.Server{
 		Handler:            api.Handler(),
 		Name:               "gopher-equalizer-admin",

@@ -96,6 +96,7 @@ type instance struct {
 	logs   *strings.Builder
 	logsMu *sync.Mutex
 	done   chan error
+	token  string // the admin token, if any
 }
 
 // startInstance runs the binary with env plus fresh listen addresses and
@@ -108,7 +109,8 @@ func startInstance(t *testing.T, env map[string]string) *instance {
 // startInstanceOf is startInstance with a given binary.
 func startInstanceOf(t *testing.T, bin string, env map[string]string) *instance {
 	t.Helper()
-	in := &instance{proxy: freeAddr(t), admin: freeAddr(t), logs: &strings.Builder{}, logsMu: &sync.Mutex{}, done: make(chan error, 1)}
+	in := &instance{proxy: freeAddr(t), admin: freeAddr(t), logs: &strings.Builder{}, logsMu: &sync.Mutex{}, done: make(chan error, 1),
+		token: env["EQUALIZER_ADMIN_TOKEN"]}
 	vars := []string{"EQUALIZER_LISTEN=" + in.proxy, "EQUALIZER_ADMIN_LISTEN=" + in.admin, "PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
 		vars = append(vars, k+"="+v)
@@ -138,7 +140,11 @@ func startInstanceOf(t *testing.T, bin string, env map[string]string) *instance 
 	})
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, err := http.Get("http://" + in.admin + "/readyz")
+		req, _ := http.NewRequest("GET", "http://"+in.admin+"/readyz", nil)
+		if in.token != "" {
+			req.Header.Set("Authorization", "Bearer "+in.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -192,6 +198,9 @@ func (in *instance) adminCall(t *testing.T, method, path, body string) (int, str
 	t.Helper()
 	req, _ := http.NewRequest(method, "http://"+in.admin+path, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
+	if in.token != "" {
+		req.Header.Set("Authorization", "Bearer "+in.token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

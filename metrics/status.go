@@ -1,0 +1,198 @@
+package metrics
+
+import (
+	"sync"
+	"time"
+
+	"gopher-equalizer/histogram"
+	"gopher-equalizer/pool"
+	"gopher-equalizer/proxy"
+)
+
+// The status page's data: the same counters as /metrics, with rates and
+// latency quantiles over the last few seconds, which the page cannot get
+// from a Prometheus server it may not have.
+
+// Status is the JSON the status page polls.
+type Status struct {
+	Time          time.Time         `json:"time"`
+	UptimeSeconds float64           `json:"uptime_seconds"`
+	WindowSeconds float64           `json:"window_seconds"` // what the rates and quantiles cover
+	Requests      map[string]uint64 `json:"requests"`       // by outcome, since start
+	RequestsPerS  float64           `json:"requests_per_sec"`
+	OpenConns     int64             `json:"open_connections"`
+	OpenTunnels   int               `json:"open_tunnels"`
+	Backends      []BackendStatus   `json:"backends"`
+	Limiter       *LimiterStatus    `json:"limiter,omitempty"`
+	Store         StoreStatus       `json:"store"`
+	AccessDropped uint64            `json:"access_log_dropped"`
+}
+
+// BackendStatus is one backend's line on the page.
+type BackendStatus struct {
+	URL          string            `json:"url"`
+	Healthy      bool              `json:"healthy"`
+	Weight       int               `json:"weight"`
+	InFlight     int64             `json:"in_flight"`
+	Requests     uint64            `json:"requests"`
+	RequestsPerS float64           `json:"requests_per_sec"`
+	P50Ms        float64           `json:"p50_ms"`
+	P99Ms        float64           `json:"p99_ms"`
+	Errors       uint64            `json:"errors"`
+	ErrorsPerS   float64           `json:"errors_per_sec"`
+	Responses    map[string]uint64 `json:"responses"` // by status class
+	Failures     map[string]uint64 `json:"failures"`  // by reason
+}
+
+// LimiterStatus sums up the limiter.
+type LimiterStatus struct {
+	Buckets      int             `json:"buckets"`
+	Evictions    uint64          `json:"evictions"`
+	Debts        int             `json:"debts"`
+	Admitted     uint64          `json:"admitted"`
+	Limited      uint64          `json:"limited"`
+	TableFull    uint64          `json:"table_full"`
+	LimitedPerS  float64         `json:"limited_per_sec"`
+	MostLimited  []LimitedClient `json:"most_limited"`
+	Capacity     int64           `json:"default_capacity"`
+	RefillPerSec float64         `json:"default_refill_per_sec"`
+}
+
+// LimitedClient is a client out of tokens.
+type LimitedClient struct {
+	ClientID    string  `json:"client_id"`
+	Capacity    int64   `json:"capacity"`
+	WaitSeconds float64 `json:"wait_seconds"` // until its next token
+	Managed     bool    `json:"managed"`
+}
+
+// StoreStatus is where buckets are kept and how syncing goes.
+type StoreStatus struct {
+	Kind         string     `json:"kind"` // postgres or memory
+	RowsSynced   uint64     `json:"rows_synced"`
+	SyncErrors   uint64     `json:"sync_errors"`
+	LastSuccess  *time.Time `json:"last_success,omitempty"`
+	SyncP99Ms    float64    `json:"sync_p99_ms"`
+	DirtyBuckets int        `json:"dirty_buckets"`
+}
+
+// sample is the counters at one moment, to take rates from.
+type sample struct {
+	at       time.Time
+	total    uint64
+	limited  uint64
+	backends map[*pool.Backend]backendSample
+	sync     histogram.Snapshot
+}
+
+type backendSample struct {
+	requests, errors uint64
+	latency          histogram.Snapshot
+}
+
+// sampler keeps the last two samples; rates are taken between them, so
+// any number of open pages see the same numbers.
+type sampler struct {
+	mu         sync.Mutex
+	start      time.Time
+	prev, last *sample
+}
+
+// minWindow is the shortest time rates are taken over.
+const minWindow = time.Second
+
+func (r *Registry) take(now time.Time) *sample {
+	src := r.src
+	s := &sample{at: now, backends: map[*pool.Backend]backendSample{}}
+	for o := range proxy.NumOutcomes {
+		s.total += src.Proxy.Stats.Requests[o].Load()
+	}
+	s.limited = src.Proxy.Stats.Requests[proxy.Limited].Load()
+	for _, b := range src.Pool.Backends() {
+		s.backends[b] = backendSample{requests: b.Stats.Requests(), errors: b.Stats.FailuresTotal(), latency: b.Stats.Latency.Snapshot()}
+	}
+	if src.Limiter != nil {
+		s.sync = src.Limiter.SyncStats.Duration.Snapshot()
+	}
+	return s
+}
+
+// Status reads everything for the status page.
+func (r *Registry) Status() Status {
+	now := time.Now()
+	r.sampler.mu.Lock()
+	if r.sampler.last == nil || now.Sub(r.sampler.last.at) >= minWindow {
+		r.sampler.prev, r.sampler.last = r.sampler.last, r.take(now)
+	}
+	prev, last := r.sampler.prev, r.sampler.last
+	r.sampler.mu.Unlock()
+	if prev == nil {
+		prev = &sample{at: r.sampler.start, backends: map[*pool.Backend]backendSample{}}
+	}
+	window := last.at.Sub(prev.at).Seconds()
+	rate := func(a, b uint64) float64 {
+		if window <= 0 || a < b {
+			return 0
+		}
+		return float64(a-b) / window
+	}
+
+	src := r.src
+	st := &src.Proxy.Stats
+	out := Status{
+		Time: now, UptimeSeconds: now.Sub(r.sampler.start).Seconds(), WindowSeconds: window,
+		Requests:     map[string]uint64{},
+		RequestsPerS: rate(last.total, prev.total),
+		OpenConns:    st.OpenConns.Load(),
+		OpenTunnels:  src.Proxy.OpenTunnels(),
+		Store:        StoreStatus{Kind: "memory"},
+	}
+	for o := range proxy.NumOutcomes {
+		out.Requests[proxy.OutcomeNames[o]] = st.Requests[o].Load()
+	}
+	for _, b := range src.Pool.Backends() {
+		cur, old := last.backends[b], prev.backends[b]
+		recent := cur.latency.Sub(old.latency)
+		bs := BackendStatus{
+			URL: b.URL, Healthy: b.Healthy(), Weight: 1, InFlight: b.Stats.InFlight(),
+			Requests: b.Stats.Requests(), RequestsPerS: rate(cur.requests, old.requests),
+			P50Ms: recent.Quantile(0.5) * 1000, P99Ms: recent.Quantile(0.99) * 1000,
+			Errors: b.Stats.FailuresTotal(), ErrorsPerS: rate(cur.errors, old.errors),
+			Responses: map[string]uint64{}, Failures: map[string]uint64{},
+		}
+		for class := 1; class <= 5; class++ {
+			bs.Responses[string(rune('0'+class))+"xx"] = b.Stats.Responses(class)
+		}
+		for i, name := range pool.ReasonNames {
+			bs.Failures[name] = b.Stats.Failures(pool.Reason(i))
+		}
+		out.Backends = append(out.Backends, bs)
+	}
+	if l := src.Limiter; l != nil {
+		ls := &LimiterStatus{
+			Buckets: l.Len(), Evictions: l.Evictions(), Debts: l.Debts(),
+			Admitted: st.Admitted.Load(), Limited: st.Requests[proxy.Limited].Load(), TableFull: st.Requests[proxy.TableFull].Load(),
+			LimitedPerS: rate(last.limited, prev.limited),
+			MostLimited: []LimitedClient{},
+			Capacity:    src.Capacity, RefillPerSec: src.RefillPerSec,
+		}
+		for _, c := range l.MostLimited(10, now.UnixNano()) {
+			ls.MostLimited = append(ls.MostLimited, LimitedClient{ClientID: c.ClientID, Capacity: c.Capacity, WaitSeconds: c.Wait.Seconds(), Managed: c.Managed})
+		}
+		out.Limiter = ls
+		if src.Persist {
+			ss := &l.SyncStats
+			recent := last.sync.Sub(prev.sync)
+			out.Store = StoreStatus{Kind: "postgres", RowsSynced: ss.Rows.Load(), SyncErrors: ss.Errors.Load(),
+				SyncP99Ms: recent.Quantile(0.99) * 1000, DirtyBuckets: l.DirtyLen()}
+			if ns := ss.LastSuccess.Load(); ns > 0 {
+				t := time.Unix(0, ns)
+				out.Store.LastSuccess = &t
+			}
+		}
+	}
+	if src.AccessLogDropped != nil {
+		out.AccessDropped = src.AccessLogDropped()
+	}
+	return out
+}
