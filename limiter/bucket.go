@@ -48,6 +48,7 @@ const (
 	flagDirty   uint32 = 1 << iota // changed since the persister last saved it
 	flagManaged                    // created or changed through the admin API: never evicted
 	flagDeleted                    // removed from the map: the persister must skip it
+	flagStored                     // the store has a row for it: its syncs may wait
 )
 
 func (b *bucket) has(f uint32) bool { return b.flags.Load()&f != 0 }

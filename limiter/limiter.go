@@ -369,6 +369,7 @@ func (l *Limiter) newBucket(row Bucket) *bucket {
 	b := &bucket{key: strings.Clone(row.ClientID)}
 	b.params.Store(p)
 	b.tat.Store(tatFor(row.LastRefill.UnixNano(), p, row.Tokens))
+	b.flags.Store(flagStored)
 	if row.Managed {
 		b.setFlag(flagManaged)
 	}

@@ -114,8 +114,9 @@ const (
 // are close, sync every round. It writes fewer rows: a client's requests
 // of several rounds go in one.
 func (l *Limiter) deferrable(b *bucket, now int64) bool {
-	if (b.flags.Load()&deferredMask)/deferredOne >= uint32(min(l.cfg.DeferRounds, 255)) {
-		return false
+	flags := b.flags.Load()
+	if flags&flagStored == 0 || (flags&deferredMask)/deferredOne >= uint32(min(l.cfg.DeferRounds, 255)) {
+		return false // a new bucket goes at once: the other instances' admin API must see it
 	}
 	p := b.params.Load()
 	return int64(b.spent.Load())*16 < p.capacity && b.tokens(now)*2 > float64(p.capacity)
@@ -138,6 +139,7 @@ func (l *Limiter) adopt(b *bucket, row *Bucket, now int64) {
 	if row.Managed {
 		b.setFlag(flagManaged)
 	}
+	b.setFlag(flagStored)
 	b.tat.Store(tatFor(now, p, row.Tokens) + int64(b.spent.Load())*p.interval)
 }
 
