@@ -498,7 +498,7 @@ func TestFarFromEmptyBucketsWait(t *testing.T) {
 	}
 	l.Allow([]byte("fast"), t0)
 	l.Flush(ctx, t0) //nolint:errcheck // the new bucket's first sync
-	for range 13 { // more than a sixteenth of the capacity
+	for range 13 {   // more than a sixteenth of the capacity
 		l.Allow([]byte("fast"), t0)
 	}
 	if n, _ := l.Flush(ctx, t0); n != 1 {
