@@ -17,6 +17,10 @@ import (
 // Slots is the queue's length in lines.
 const Slots = 1 << 14
 
+// pollEvery is how long the writer waits when the queue is empty: a line
+// reaches the file at most this late.
+const pollEvery = 20 * time.Millisecond
+
 // maxLine bounds a slot's memory: a longer line is cut (it still ends in
 // a newline, so the file stays one line per request).
 const maxLine = 8 << 10
@@ -28,14 +32,11 @@ type Log struct {
 	// Dropped counts lines the queue had no room for.
 	dropped atomic.Uint64
 	reopen  atomic.Bool
-	// sleeping is set while the writer waits on wake: a producer sends a
-	// wake-up only then, so a busy log costs no channel operation.
-	sleeping atomic.Bool
-	wake     chan struct{}
-	out      io.Writer
-	file     *os.File
-	done     chan struct{}
-	errs     func(error) // reports write and reopen errors
+	wake    chan struct{} // Reopen's nudge to the writer
+	out     io.Writer
+	file    *os.File
+	done    chan struct{}
+	errs    func(error) // reports write and reopen errors
 }
 
 // Open returns a Log writing to target: "stdout" or a file path (created,
@@ -71,13 +72,6 @@ func (l *Log) openFile() error {
 func (l *Log) Write(p []byte) (int, error) {
 	if !l.q.push(p) {
 		l.dropped.Add(1)
-		return len(p), nil
-	}
-	if l.sleeping.Load() && l.sleeping.CompareAndSwap(true, false) {
-		select {
-		case l.wake <- struct{}{}:
-		default:
-		}
 	}
 	return len(p), nil
 }
@@ -109,6 +103,8 @@ func (l *Log) Run(ctx context.Context) {
 	defer close(l.done)
 	w := bufio.NewWriterSize(l.out, 64<<10)
 	var line []byte
+	idle := time.NewTimer(pollEvery)
+	defer idle.Stop()
 	for {
 		if l.reopen.Swap(false) && l.path != "" {
 			w.Flush() //nolint:errcheck // reported below if it matters
@@ -137,17 +133,8 @@ func (l *Log) Run(ctx context.Context) {
 			}
 			continue
 		}
-		l.sleeping.Store(true)
-		if late, ok := l.q.pop(line[:0]); ok { // pushed before sleeping was seen
-			l.sleeping.Store(false)
-			line = late
-			w.Write(line) //nolint:errcheck // a failed write fails the flush too
-			if err := w.Flush(); err != nil {
-				l.errs(err)
-				w.Reset(l.out)
-			}
-			continue
-		}
+		// Empty: wait a little rather than be woken per line, which
+		// would cost a scheduler round trip per request under load.
 		select {
 		case <-ctx.Done():
 			for {
@@ -165,10 +152,9 @@ func (l *Log) Run(ctx context.Context) {
 			}
 			return
 		case <-l.wake:
-		case <-time.After(time.Second):
-			// Belt and braces: never sleep on a line for long.
+		case <-idle.C:
 		}
-		l.sleeping.Store(false)
+		idle.Reset(pollEvery)
 	}
 }
 

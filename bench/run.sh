@@ -213,6 +213,21 @@ for t in "${TARGETS[@]}"; do [[ $t == *postgres* ]] && PG_TARGETS=$((PG_TARGETS 
 for t in "${TARGETS[@]}"; do set -- $t; wait_http "$2"; done
 curl -s -o /dev/null 127.0.0.1:9205/ # spend the only token of the 429 run
 
+# CPU per request: the user+system CPU of every process listening on the
+# target's port (nginx's workers, all of HAProxy's threads), over the run,
+# divided by the requests wrk completed. Steadier than requests/s on a
+# shared machine, and what "cost" means.
+pids_on() { ss -ltnpH "sport = :${1##*:}" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u; }
+cpu_ticks() {
+  local total=0 p f
+  for p in "$@"; do
+    read -r -a f <"/proc/$p/stat" 2>/dev/null || continue
+    total=$((total + f[13] + f[14]))
+  done
+  echo "$total"
+}
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
 pgq() { psql -h 127.0.0.1 -p $PGPORT -U postgres -d postgres -Atc "$1"; }
 WAL0=$(pgq "SELECT pg_current_wal_lsn()")
 echo "running: $ROUNDS rounds x connections {$CONNS} x ${DURATION}s, targets interleaved" >&2
@@ -224,8 +239,13 @@ for round in $(seq 1 "$ROUNDS"); do
       args=(-t"$WRK_THREADS" -c"$c" -d"${DURATION}s" --timeout 5s --latency)
       [ -n "$script" ] && args+=(-s "$WORK/$script")
       file="$OUT/$name-c$c-r$round.txt"
+      pids=$(pids_on "$addr")
+      t0=$(cpu_ticks $pids)
       timeout $((DURATION + 30)) wrk "${args[@]}" "http://$addr/" >"$file" 2>&1 || true
-      printf '%s\t%s\t%s\t%s\n' "$name" "$c" "$round" "$file" >>"$OUT/results.tsv"
+      t1=$(cpu_ticks $pids)
+      reqs=$(awk '/requests in/ {print $1}' "$file")
+      cpu_us=$(awk -v d=$(((t1 - t0) * TICK_US)) -v n="${reqs:-0}" 'BEGIN { if (n > 0) printf "%.2f", d / n; else print "" }')
+      printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$c" "$round" "$file" "$cpu_us" >>"$OUT/results.tsv"
       printf '  round %s c=%s %-36s %s req/s\n' "$round" "$c" "$name" "$(awk '/Requests\/sec/ {print $2}' "$file")" >&2
     done
   done

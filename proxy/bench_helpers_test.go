@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -13,13 +14,18 @@ import (
 // benchContext returns a RequestCtx and a function that resets it to a
 // typical request and serves it through a proxy to a real backend.
 func benchContext(tb testing.TB, withLimiter bool) (*fasthttp.RequestCtx, func()) {
+	return benchContextLog(tb, withLimiter, nil)
+}
+
+// benchContextLog is benchContext with an access log writer.
+func benchContextLog(tb testing.TB, withLimiter bool, access io.Writer) (*fasthttp.RequestCtx, func()) {
 	tb.Helper()
 	url, _ := startQuietBackend(tb)
 	var lim *limiter.Limiter
 	if withLimiter {
 		lim = limiter.New(limiter.Config{Capacity: 1 << 40, RatePerSec: 1e9}, limiter.NewMemoryStore())
 	}
-	h := startProxyFor(tb, lim, url)
+	h := startProxyT(tb, options{lim: lim, timeout: 5 * time.Second, reqID: "X-Request-ID", access: access}, url).proxy
 	var tmpl fasthttp.Request
 	tmpl.Header.SetMethod("GET")
 	tmpl.SetRequestURI("/api/v1/items?id=42")
@@ -46,9 +52,4 @@ func startQuietBackend(tb testing.TB) (string, func()) {
 	go s.Serve(ln) //nolint:errcheck
 	tb.Cleanup(func() { _ = s.Shutdown() })
 	return "http://" + ln.Addr().String(), nil
-}
-
-func startProxyFor(tb testing.TB, lim *limiter.Limiter, url string) *Proxy {
-	h := startProxyT(tb, options{lim: lim, timeout: 5 * time.Second, reqID: "X-Request-ID"}, url) // request IDs are on by default
-	return h.proxy
 }

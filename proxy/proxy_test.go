@@ -63,8 +63,9 @@ type options struct {
 	lim      *limiter.Limiter
 	key      string
 	trusted  []string
-	headers  bool   // RateLimitHeaders
-	reqID    string // RequestIDHeader
+	headers  bool      // RateLimitHeaders
+	reqID    string    // RequestIDHeader
+	access   io.Writer // AccessLog
 }
 
 // startProxy serves a proxy over backends on 127.0.0.1.
@@ -100,7 +101,7 @@ func startProxyT(t testing.TB, opt options, backends ...string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	px := New(Config{BackendTimeout: opt.timeout, RateLimitHeaders: opt.headers, RequestIDHeader: opt.reqID}, p, opt.lim, key, zerolog.Nop())
+	px := New(Config{BackendTimeout: opt.timeout, RateLimitHeaders: opt.headers, RequestIDHeader: opt.reqID, AccessLog: opt.access}, p, opt.lim, key, zerolog.Nop())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

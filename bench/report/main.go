@@ -18,6 +18,7 @@ import (
 
 type run struct {
 	rps      float64
+	cpuUs    float64
 	p50, p99 time.Duration
 	non2xx   int
 	errors   string
@@ -77,6 +78,7 @@ func median[T int | float64 | time.Duration](xs []T) T {
 
 type summary struct {
 	rps      float64
+	cpuUs    float64 // CPU microseconds per request, 0 when unknown
 	p50, p99 time.Duration
 	non2xx   int
 	errors   []string
@@ -99,7 +101,7 @@ func main() {
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		cols := strings.Split(s.Text(), "\t")
-		if len(cols) != 4 {
+		if len(cols) < 4 {
 			continue
 		}
 		conns, _ := strconv.Atoi(cols[1])
@@ -107,6 +109,9 @@ func main() {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			continue
+		}
+		if len(cols) > 4 && cols[4] != "" {
+			r.cpuUs, _ = strconv.ParseFloat(cols[4], 64)
 		}
 		k := key{cols[0], conns}
 		runs[k] = append(runs[k], r)
@@ -124,13 +129,22 @@ func main() {
 		var p50, p99 []time.Duration
 		var non []int
 		var errs []string
+		var cpu []float64
 		for _, r := range rs {
 			rps, p50, p99, non = append(rps, r.rps), append(p50, r.p50), append(p99, r.p99), append(non, r.non2xx)
+			if r.cpuUs > 0 {
+				cpu = append(cpu, r.cpuUs)
+			}
 			if r.errors != "" {
 				errs = append(errs, r.errors)
 			}
 		}
-		sum[k] = summary{median(rps), median(p50), median(p99), median(non), errs, len(rs)}
+		sum[k] = summary{rps: median(rps), p50: median(p50), p99: median(p99), non2xx: median(non), errors: errs, rounds: len(rs)}
+		if len(cpu) > 0 {
+			s := sum[k]
+			s.cpuUs = median(cpu)
+			sum[k] = s
+		}
 	}
 	write(os.Stdout, order, connsList, sum)
 	if *svg != "" {
@@ -151,8 +165,8 @@ func write(w io.Writer, order []string, connsList []int, sum map[key]summary) {
 	for _, c := range connsList {
 		direct := sum[key{"direct-backend", c}].rps
 		fmt.Fprintf(w, "### %d connections (median of rounds)\n\n", c)
-		fmt.Fprintln(w, "| system | requests/s | ratio to direct backend | p50 | p99 | non-2xx | socket errors |")
-		fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+		fmt.Fprintln(w, "| system | requests/s | ratio to direct backend | p50 | p99 | CPU µs/request | non-2xx | socket errors |")
+		fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 		for _, name := range order {
 			s, ok := sum[key{name, c}]
 			if !ok {
@@ -162,8 +176,12 @@ func write(w io.Writer, order []string, connsList []int, sum map[key]summary) {
 			if len(s.errors) > 0 {
 				errs = s.errors[0]
 			}
-			fmt.Fprintf(w, "| %s | %.0f | %s | %v | %v | %d | %s |\n", name, s.rps, ratio(s.rps, direct),
-				s.p50.Round(time.Microsecond), s.p99.Round(time.Microsecond), s.non2xx, errs)
+			cpu := "-"
+			if s.cpuUs > 0 {
+				cpu = fmt.Sprintf("%.1f", s.cpuUs)
+			}
+			fmt.Fprintf(w, "| %s | %.0f | %s | %v | %v | %s | %d | %s |\n", name, s.rps, ratio(s.rps, direct),
+				s.p50.Round(time.Microsecond), s.p99.Round(time.Microsecond), cpu, s.non2xx, errs)
 		}
 		best, bestName := 0.0, ""
 		for _, p := range peers {
@@ -177,8 +195,9 @@ func write(w io.Writer, order []string, connsList []int, sum map[key]summary) {
 			bestName, ratio(eq.rps, best), eq.p99.Round(time.Microsecond), sum[key{bestName, c}].p99.Round(time.Microsecond))
 		fmt.Fprintf(w, "- gopher-equalizer with PostgreSQL persistence / best peer: %s\n", ratio(sum[key{"gopher-equalizer-postgres", c}].rps, best))
 		fmt.Fprintf(w, "- limiter on / limiter off: %s\n", ratio(eq.rps, sum[key{"gopher-equalizer-limiter-off", c}].rps))
-		fmt.Fprintf(w, "- metrics on / a build without them (-tags nometrics): %s\n", ratio(eq.rps, sum[key{"gopher-equalizer-metrics-off", c}].rps))
-		fmt.Fprintf(w, "- access log to a file / no access log: %s\n", ratio(sum[key{"gopher-equalizer-access-log", c}].rps, eq.rps))
+		off, al := sum[key{"gopher-equalizer-metrics-off", c}], sum[key{"gopher-equalizer-access-log", c}]
+		fmt.Fprintf(w, "- metrics on / a build without them (-tags nometrics): %s requests/s, %s CPU per request\n", ratio(eq.rps, off.rps), ratio(eq.cpuUs, off.cpuUs))
+		fmt.Fprintf(w, "- access log to a file / no access log: %s requests/s, %s CPU per request\n", ratio(al.rps, eq.rps), ratio(al.cpuUs, eq.cpuUs))
 		fmt.Fprintf(w, "- PostgreSQL persistence / in-memory store: %s\n", ratio(sum[key{"gopher-equalizer-postgres", c}].rps, eq.rps))
 		fmt.Fprintf(w, "- PostgreSQL persistence and sync / in-memory store, 100,000 clients: %s\n",
 			ratio(sum[key{"gopher-equalizer-postgres-100k-clients", c}].rps, sum[key{"gopher-equalizer-100k-clients", c}].rps))
