@@ -261,9 +261,11 @@ WAL_BYTES=$(pgq "SELECT pg_current_wal_lsn() - '$WAL0'::pg_lsn")
   echo "Command: ${BASELINE:+BASELINE=$BASELINE }ROUNDS=$ROUNDS DURATION=$DURATION CONNS=\"$CONNS\" WRK_THREADS=$WRK_THREADS bench/run.sh"
   echo
   "$WORK/report" -svg "$OUT/chart.svg" "$OUT/results.tsv"
-  IFS='|' read -r ins upd hot <<<"$PG_STATS"
-  echo
-  echo "PostgreSQL during the ${PG_SECONDS} s of traffic on the two PostgreSQL targets: $ins rows inserted," \
-    "$upd updated ($hot of them HOT), $((WAL_BYTES / 1048576)) MiB of WAL;" \
-    "$(( (ins + upd) / PG_SECONDS )) rows and $((WAL_BYTES / PG_SECONDS / 1024)) KiB of WAL per second."
+  if [ "$PG_TARGETS" -gt 0 ]; then
+    IFS='|' read -r ins upd hot <<<"$PG_STATS"
+    echo
+    echo "PostgreSQL during the ${PG_SECONDS} s of traffic on the PostgreSQL targets: $ins rows inserted," \
+      "$upd updated ($hot of them HOT), $((WAL_BYTES / 1048576)) MiB of WAL;" \
+      "$(( (ins + upd) / PG_SECONDS )) rows and $((WAL_BYTES / PG_SECONDS / 1024)) KiB of WAL per second."
+  fi
 } | tee "$OUT/results.md"
