@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -70,6 +71,8 @@ func NewBackend(rawURL string, opt ClientOptions) (*Backend, error) {
 	addr := u.Host
 	if u.Port() == "" {
 		addr += ":80"
+	} else if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
+		return nil, fmt.Errorf("%q has port %s; a port is 1 to 65535", rawURL, u.Port())
 	}
 	dialer := &fasthttp.TCPDialer{}
 	dialTimeout := opt.DialTimeout

@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rs/zerolog"
 
 	"gopher-equalizer/pool"
@@ -79,6 +82,9 @@ type Config struct {
 // names the variable and the value.
 func LoadConfig(environ map[string]string) (Config, error) {
 	var c Config
+	if err := refuseEmpty(environ); err != nil {
+		return c, err
+	}
 	err := env.ParseWithOptions(&c, env.Options{Environment: environ})
 	if err != nil {
 		var agg env.AggregateError
@@ -88,7 +94,7 @@ func LoadConfig(environ map[string]string) (Config, error) {
 		var pe env.ParseError
 		if errors.As(err, &pe) {
 			name := envName(pe.Name)
-			return c, fmt.Errorf("invalid %s=%q: %v", name, environ[name], errors.Unwrap(pe.Err))
+			return c, fmt.Errorf("invalid %s=%q: %s", name, environ[name], want(pe))
 		}
 		return c, err
 	}
@@ -96,6 +102,42 @@ func LoadConfig(environ map[string]string) (Config, error) {
 		c.RequestID = "" // set and empty: off (env would take the default)
 	}
 	return c, c.validate(environ)
+}
+
+// emptyAllowed are the variables whose empty value means something (off).
+var emptyAllowed = map[string]bool{"EQUALIZER_REQUEST_ID": true}
+
+// refuseEmpty rejects a variable that is set but empty when it needs a
+// value: env would silently take its default, which is never what an
+// operator who wrote EQUALIZER_BACKENDS= meant.
+func refuseEmpty(environ map[string]string) error {
+	t := reflect.TypeFor[Config]()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+		def := f.Tag.Get("envDefault")
+		v, set := environ[name]
+		if set && strings.TrimSpace(v) == "" && def != "" && !emptyAllowed[name] {
+			return fmt.Errorf("invalid %s=%q: empty; give a value or unset it for the default %s", name, v, def)
+		}
+	}
+	return nil
+}
+
+// want says what a value that did not parse should look like.
+func want(pe env.ParseError) string {
+	switch pe.Type {
+	case reflect.TypeFor[time.Duration]():
+		return "want a duration with a unit, such as 5s, 500ms or 1m"
+	case reflect.TypeFor[bool]():
+		return "want true or false"
+	case reflect.TypeFor[int](), reflect.TypeFor[int64]():
+		return "want a whole number within 64 bits"
+	}
+	if inner := errors.Unwrap(pe.Err); inner != nil {
+		return inner.Error()
+	}
+	return pe.Err.Error()
 }
 
 func envName(field string) string {
@@ -112,6 +154,16 @@ func (c *Config) validate(environ map[string]string) error {
 			v = reflect.ValueOf(*c).FieldByName(field).String()
 		}
 		return fmt.Errorf("invalid %s=%q: %s", name, v, why)
+	}
+	for field, addr := range map[string]string{"Listen": c.Listen, "AdminListen": c.AdminListen} {
+		if err := checkListen(addr); err != nil {
+			return bad(field, err.Error())
+		}
+	}
+	if c.DatabaseURL != "" {
+		if _, err := pgconn.ParseConfig(c.DatabaseURL); err != nil {
+			return bad("DatabaseURL", "not a PostgreSQL URL such as postgres://user:pass@host:5432/db?sslmode=disable")
+		}
 	}
 	if len(c.Backends) == 0 || strings.TrimSpace(strings.Join(c.Backends, "")) == "" {
 		return bad("Backends", "at least one backend URL is needed")
@@ -189,6 +241,23 @@ func (c *Config) validate(environ map[string]string) error {
 		if d <= 0 {
 			return bad(field, "must be a positive duration such as 500ms or 5s")
 		}
+	}
+	return nil
+}
+
+// checkListen accepts host:port with a numeric port 0..65535 (0: any free
+// port), the forms net.Listen takes; the host may be empty (all addresses).
+func checkListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want host:port such as :8080 or 127.0.0.1:8090")
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("the port must be a number from 0 to 65535")
+	}
+	if host != "" && net.ParseIP(host) == nil && strings.ContainsAny(host, " /") {
+		return fmt.Errorf("%q is not a host name or address", host)
 	}
 	return nil
 }

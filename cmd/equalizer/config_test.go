@@ -63,6 +63,43 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 	f("EQUALIZER_LOG_FORMAT", "xml")
 	f("EQUALIZER_RATELIMIT_HEADERS", "maybe")
 	f("EQUALIZER_PASSIVE_FAILS", "-1")
+	// Strict: set-but-empty, ports out of range, addresses and URLs that
+	// would only fail once something started.
+	for _, name := range []string{"EQUALIZER_BACKENDS", "EQUALIZER_STRATEGY", "EQUALIZER_LOG_LEVEL",
+		"EQUALIZER_ADMIN_LISTEN", "EQUALIZER_LISTEN", "EQUALIZER_HEALTH_INTERVAL", "EQUALIZER_ACCESS_LOG"} {
+		f(name, "")
+	}
+	f("EQUALIZER_LISTEN", "127.0.0.1:99999")
+	f("EQUALIZER_LISTEN", "8080")
+	f("EQUALIZER_ADMIN_LISTEN", "localhost")
+	f("EQUALIZER_DATABASE_URL", "notaurl")
+	f("EQUALIZER_BACKENDS", "http://127.0.0.1:99999")
+	f("EQUALIZER_BACKENDS", "http://127.0.0.1:0")
+	f("EQUALIZER_REQUEST_ID", "X Request ID")
+	f("EQUALIZER_MAX_HEADER_SIZE", "99999999999999999999")
+}
+
+// TestBadValuesSayWhatIsValid: the line tells what would be right.
+func TestBadValuesSayWhatIsValid(t *testing.T) {
+	for _, c := range []struct{ name, value, hint string }{
+		{"EQUALIZER_HEALTH_INTERVAL", "5", "such as 5s"},
+		{"EQUALIZER_RATELIMIT_HEADERS", "maybe", "true or false"},
+		{"EQUALIZER_BACKENDS", "", "unset it for the default"},
+		{"EQUALIZER_LISTEN", "127.0.0.1:99999", "0 to 65535"},
+		{"EQUALIZER_BACKENDS", "http://127.0.0.1:99999", "1 to 65535"},
+		{"EQUALIZER_DATABASE_URL", "notaurl", "postgres://"},
+	} {
+		_, err := LoadConfig(map[string]string{c.name: c.value})
+		if err == nil || !strings.Contains(err.Error(), c.hint) {
+			t.Errorf("%s=%q: %v, want a hint like %q", c.name, c.value, err, c.hint)
+		}
+	}
+	// Accepted: sizes past 32 bits, request IDs turned off.
+	for name, value := range map[string]string{"EQUALIZER_MAX_BODY_SIZE": "2147483648", "EQUALIZER_REQUEST_ID": "", "EQUALIZER_LISTEN": ":0"} {
+		if _, err := LoadConfig(map[string]string{name: value}); err != nil {
+			t.Errorf("%s=%q refused: %v", name, value, err)
+		}
+	}
 }
 
 func TestHelpListsEveryVariable(t *testing.T) {
@@ -76,6 +113,44 @@ func TestHelpListsEveryVariable(t *testing.T) {
 	}
 	if !strings.Contains(out, "default 127.0.0.1:8090") {
 		t.Errorf("-h does not show defaults")
+	}
+}
+
+// TestBinaryArgumentsAndExitCodes: stray arguments are refused, -h goes
+// to stdout, and mistakes found before start-up exit 2 with one plain line.
+func TestBinaryArgumentsAndExitCodes(t *testing.T) {
+	run := func(env []string, args ...string) (int, string, string) {
+		cmd := exec.Command(binary(t), args...)
+		cmd.Env = env
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		code := 0
+		if exit, ok := err.(*exec.ExitError); ok {
+			code = exit.ExitCode()
+		}
+		return code, stdout.String(), stderr.String()
+	}
+	if code, out, errOut := run(nil, "-h"); code != 0 || !strings.Contains(out, "EQUALIZER_BACKENDS") || errOut != "" {
+		t.Errorf("-h: exit %d, stdout %d bytes, stderr %q", code, len(out), errOut)
+	}
+	if code, _, errOut := run(nil, "demo"); code != 2 || !strings.Contains(errOut, `unexpected argument "demo"`) {
+		t.Errorf("stray argument: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut := run(nil, "-nope"); code != 2 || !strings.Contains(errOut, "-nope") {
+		t.Errorf("unknown flag: exit %d, %q", code, errOut)
+	}
+	for _, env := range [][]string{
+		{"EQUALIZER_LISTEN=127.0.0.1:99999"},
+		{"EQUALIZER_DATABASE_URL=notaurl"},
+		{"EQUALIZER_BACKENDS="},
+		{"EQUALIZER_HEALTH_INTERVAL=5"},
+	} {
+		code, _, errOut := run(env)
+		lines := strings.Split(strings.TrimSpace(errOut), "\n")
+		if code != 2 || len(lines) != 1 || strings.HasPrefix(lines[0], "{") || !strings.Contains(lines[0], strings.Split(env[0], "=")[0]) {
+			t.Errorf("%v: exit %d, %q", env, code, errOut)
+		}
 	}
 }
 

@@ -46,11 +46,17 @@ func environ() map[string]string {
 func run(args []string, env map[string]string) int {
 	flags := flag.NewFlagSet("equalizer", flag.ContinueOnError)
 	demo := flags.Bool("demo", false, "also start three demo backends on 127.0.0.1:8081-8083")
-	flags.Usage = func() { printUsage(os.Stderr) }
+	flags.SetOutput(io.Discard) // errors are printed below, help to stdout
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			printUsage(os.Stdout)
 			return 0
 		}
+		fmt.Fprintf(os.Stderr, "equalizer: %v (the only flags are -demo and -h)\n", err)
+		return 2
+	}
+	if flags.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "equalizer: unexpected argument %q (the only flags are -demo and -h; settings are environment variables)\n", flags.Arg(0))
 		return 2
 	}
 	cfg, err := LoadConfig(env)
