@@ -135,7 +135,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for r, name := range pool.ReasonNames {
 			counter(backendFailuresDesc, s.Failures(pool.Reason(r)), b.URL, name)
 		}
-		gauge(backendInFlightDesc, float64(s.InFlight()), b.URL)
+		gauge(backendInFlightDesc, float64(b.InFlight()), b.URL)
 		up := 0.0
 		if b.Healthy() {
 			up = 1

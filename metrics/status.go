@@ -154,7 +154,7 @@ func (r *Registry) Status() Status {
 		cur, old := last.backends[b], prev.backends[b]
 		recent := cur.latency.Sub(old.latency)
 		bs := BackendStatus{
-			URL: b.URL, Healthy: b.Healthy(), Weight: 1, InFlight: b.Stats.InFlight(),
+			URL: b.URL, Healthy: b.Healthy(), Weight: b.Weight, InFlight: b.InFlight(),
 			Requests: b.Stats.Requests(), RequestsPerS: rate(cur.requests, old.requests),
 			P50Ms: recent.Quantile(0.5) * 1000, P99Ms: recent.Quantile(0.99) * 1000,
 			Errors: b.Stats.FailuresTotal(), ErrorsPerS: rate(cur.errors, old.errors),

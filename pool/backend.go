@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -24,7 +25,16 @@ type Backend struct {
 	Addr   string
 	Client *fasthttp.HostClient
 
+	// Weight is the backend's share of traffic against the others (1 to
+	// 1000, default 1), from "URL weight=N" in the backends list.
+	Weight int
+	seed   uint64 // for hash
+
 	healthy atomic.Bool
+	// inFlight and latencyNs feed least_conn and p2c; they are kept with
+	// or without metrics.
+	inFlight  atomic.Int64
+	latencyNs atomic.Int64 // decaying average of the time to the response head
 	// Stats are the counters the proxy keeps for /metrics.
 	Stats Stats
 	// connectFails counts connection failures in a row for passive health.
@@ -54,10 +64,28 @@ type ClientOptions struct {
 	Log *logthrottle.Logger
 }
 
-// NewBackend parses an absolute http URL and prepares its HostClient.
-// A new backend counts as healthy until a probe says otherwise, so traffic
-// flows from the first request.
-func NewBackend(rawURL string, opt ClientOptions) (*Backend, error) {
+// MaxWeight bounds a backend's weight.
+const MaxWeight = 1000
+
+// NewBackend parses "http://host:port" with optional settings after spaces
+// ("http://10.0.0.5:8080 weight=3", as nginx writes them) and prepares its
+// HostClient. A new backend counts as healthy until a probe says
+// otherwise, so traffic flows from the first request.
+func NewBackend(spec string, opt ClientOptions) (*Backend, error) {
+	fields := strings.Fields(spec)
+	if len(fields) == 0 {
+		return nil, fmt.Errorf("empty backend")
+	}
+	rawURL := fields[0]
+	weight := 1
+	for _, f := range fields[1:] {
+		v, ok := strings.CutPrefix(f, "weight=")
+		n, err := strconv.Atoi(v)
+		if !ok || err != nil || n < 1 || n > MaxWeight {
+			return nil, fmt.Errorf("%q: want weight=N with N from 1 to %d after the URL, got %q", spec, MaxWeight, f)
+		}
+		weight = n
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("%q is not a URL: %v", rawURL, err)
@@ -76,7 +104,7 @@ func NewBackend(rawURL string, opt ClientOptions) (*Backend, error) {
 	}
 	dialer := &fasthttp.TCPDialer{}
 	dialTimeout := opt.DialTimeout
-	b := &Backend{URL: rawURL, Addr: addr, log: opt.Log, streamIdle: opt.StreamIdleTimeout}
+	b := &Backend{URL: rawURL, Addr: addr, Weight: weight, seed: seedOf(rawURL), log: opt.Log, streamIdle: opt.StreamIdleTimeout}
 	b.idle.maxIdle = opt.MaxIdleConnTime
 	b.dial = func() (net.Conn, error) {
 		c, err := dialer.DialTimeout(addr, dialTimeout)
@@ -109,6 +137,32 @@ func NewBackend(rawURL string, opt ClientOptions) (*Backend, error) {
 	}
 	b.healthy.Store(true)
 	return b, nil
+}
+
+// Begin counts a request sent to the backend, for least_conn and p2c.
+func (b *Backend) Begin() { b.inFlight.Add(1) }
+
+// Done ends what Begin started; took is the wait for the response head
+// (or the failure), folded into the decaying average p2c weighs.
+func (b *Backend) Done(took time.Duration) {
+	b.inFlight.Add(-1)
+	old := b.latencyNs.Load()
+	if old == 0 {
+		b.latencyNs.Store(int64(took))
+		return
+	}
+	// Weight 1/8 for the newest sample; a lost update between two
+	// requests finishing at once costs nothing that matters.
+	b.latencyNs.Store(old + (int64(took)-old)/8)
+}
+
+// InFlight is how many requests wait for their response head.
+func (b *Backend) InFlight() int64 { return b.inFlight.Load() }
+
+// cost is what p2c compares: the expected wait behind the requests in
+// flight, per unit of weight.
+func (b *Backend) cost() int64 {
+	return (b.inFlight.Load() + 1) * max(b.latencyNs.Load(), int64(time.Microsecond)) / int64(b.Weight)
 }
 
 // Healthy reports the backend's last known health.

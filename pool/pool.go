@@ -21,7 +21,7 @@ var ErrNoHealthyBackend = errors.New("no healthy backend")
 // Pool is safe for concurrent use.
 type Pool struct {
 	all      []*Backend
-	healthy  atomic.Pointer[[]*Backend]
+	healthy  atomic.Pointer[view]
 	strategy Strategy
 
 	// PassiveFails is how many connection failures in a row take a backend
@@ -59,29 +59,45 @@ func (p *Pool) Connected(b *Backend) {
 // Backends returns every configured backend, healthy or not.
 func (p *Pool) Backends() []*Backend { return p.all }
 
-// Healthy returns the current healthy slice. The caller must not modify it.
-func (p *Pool) Healthy() []*Backend { return *p.healthy.Load() }
+// view is one published healthy set with what the strategy prepared for
+// it; it never changes once stored.
+type view struct {
+	backends []*Backend
+	state    any // the strategy's Prepare result
+}
 
-// Next picks a healthy backend, or returns nil when there is none.
-func (p *Pool) Next() *Backend {
-	healthy := *p.healthy.Load()
-	if len(healthy) == 0 {
+// Healthy returns the current healthy slice. The caller must not modify it.
+func (p *Pool) Healthy() []*Backend { return p.healthy.Load().backends }
+
+// NeedsKey reports whether the strategy picks by client key (hash), so the
+// proxy must derive the key even with limiting off.
+func (p *Pool) NeedsKey() bool {
+	_, ok := p.strategy.(KeyedStrategy)
+	return ok
+}
+
+// Next picks a healthy backend for a client key's KeyHash (used by hash,
+// ignored by the others), or returns nil when there is none.
+func (p *Pool) Next(key uint64) *Backend {
+	v := p.healthy.Load()
+	if len(v.backends) == 0 {
 		return nil
 	}
-	return p.strategy.Pick(healthy)
+	return p.strategy.Pick(v.backends, v.state, key)
 }
 
 // NextExcept picks a healthy backend other than b for a retry, or nil when
 // there is none.
-func (p *Pool) NextExcept(b *Backend) *Backend {
-	healthy := *p.healthy.Load()
+func (p *Pool) NextExcept(b *Backend, key uint64) *Backend {
+	v := p.healthy.Load()
+	healthy := v.backends
 	switch {
 	case len(healthy) == 0:
 		return nil
 	case len(healthy) == 1 && healthy[0] == b:
 		return nil
 	}
-	next := p.strategy.Pick(healthy)
+	next := p.strategy.Pick(healthy, v.state, key)
 	if next != b {
 		return next
 	}
@@ -117,13 +133,28 @@ func (p *Pool) publish() {
 			healthy = append(healthy, b)
 		}
 	}
-	p.healthy.Store(&healthy)
+	var state any
+	if len(healthy) > 0 {
+		state = p.strategy.Prepare(healthy)
+	}
+	p.healthy.Store(&view{backends: healthy, state: state})
 }
 
-// Strategy picks one backend from a non-empty healthy slice. Pick runs on
-// every request: it must be lock-free and allocation-free.
+// Strategy picks one backend from a non-empty healthy slice. Prepare runs
+// when the healthy set changes and may precompute anything (a schedule, a
+// table); Pick runs on every request with that result: it must be
+// lock-free and allocation-free. key is the client key's KeyHash (a
+// number, so that the key's bytes do not escape through the interface
+// call); only a KeyedStrategy looks at it.
 type Strategy interface {
-	Pick(healthy []*Backend) *Backend
+	Prepare(healthy []*Backend) any
+	Pick(healthy []*Backend, state any, key uint64) *Backend
+}
+
+// KeyedStrategy marks a strategy that picks by client key.
+type KeyedStrategy interface {
+	Strategy
+	keyed()
 }
 
 // strategies maps EQUALIZER_STRATEGY names to constructors. Adding a strategy
@@ -131,6 +162,9 @@ type Strategy interface {
 var strategies = map[string]func() Strategy{
 	"round_robin": func() Strategy { return &RoundRobin{} },
 	"random":      func() Strategy { return Random{} },
+	"least_conn":  func() Strategy { return &LeastConn{} },
+	"p2c":         func() Strategy { return P2C{} },
+	"hash":        func() Strategy { return Hash{} },
 }
 
 // NewStrategy returns the strategy registered under name.

@@ -30,7 +30,7 @@ func TestRoundRobinSpreadsEvenly(t *testing.T) {
 			p := New(bs, &RoundRobin{})
 			counts := map[*Backend]int{}
 			for range n {
-				counts[p.Next()]++
+				counts[p.Next(0)]++
 			}
 			for _, b := range bs {
 				if c := counts[b]; c < n/k || c > n/k+1 {
@@ -46,7 +46,7 @@ func TestRandomReachesEveryBackend(t *testing.T) {
 	p := New(bs, Random{})
 	counts := map[*Backend]int{}
 	for range 4000 {
-		counts[p.Next()]++
+		counts[p.Next(0)]++
 	}
 	for i, b := range bs {
 		// Expected 1000 each; 700 is more than 9 standard deviations away.
@@ -61,17 +61,17 @@ func TestUnhealthyBackendsLeaveRotation(t *testing.T) {
 	p := New(bs, &RoundRobin{})
 	p.SetHealthy(bs[1], false)
 	for range 10 {
-		if p.Next() == bs[1] {
+		if p.Next(0) == bs[1] {
 			t.Fatal("unhealthy backend picked")
 		}
 	}
 	p.SetHealthy(bs[0], false)
 	p.SetHealthy(bs[2], false)
-	if p.Next() != nil {
+	if p.Next(0) != nil {
 		t.Fatal("picked a backend when none is healthy")
 	}
 	p.SetHealthy(bs[2], true)
-	if p.Next() != bs[2] {
+	if p.Next(0) != bs[2] {
 		t.Fatal("recovered backend not picked")
 	}
 }
@@ -185,7 +185,7 @@ func BenchmarkPoolNext(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					if p.Next() == nil {
+					if p.Next(0) == nil {
 						b.Fatal("nil")
 					}
 				}

@@ -13,7 +13,6 @@ import (
 // atomics, written on the request path without a lock or an allocation.
 type Stats struct {
 	requests atomic.Uint64
-	inFlight atomic.Int64
 	// classes counts responses by status class: [1] is 1xx ... [5] is 5xx,
 	// [0] anything else.
 	classes  [6]atomic.Uint64
@@ -54,9 +53,6 @@ func ReasonOf(err error) Reason {
 
 // Requests is how many requests were sent (retries count once each).
 func (s *Stats) Requests() uint64 { return s.requests.Load() }
-
-// InFlight is how many requests await their response head.
-func (s *Stats) InFlight() int64 { return s.inFlight.Load() }
 
 // Responses is the count of responses of status class c (1 to 5; 0: other).
 func (s *Stats) Responses(c int) uint64 { return s.classes[c].Load() }

@@ -9,14 +9,10 @@ import "time"
 // cost in the wrk suite.
 
 // Start counts a request sent to the backend.
-func (s *Stats) Start() {
-	s.requests.Add(1)
-	s.inFlight.Add(1)
-}
+func (s *Stats) Start() { s.requests.Add(1) }
 
 // Answered records a response head that arrived d after Start.
 func (s *Stats) Answered(status int, d time.Duration) {
-	s.inFlight.Add(-1)
 	class := status / 100
 	if class < 1 || class > 5 {
 		class = 0
@@ -27,12 +23,8 @@ func (s *Stats) Answered(status int, d time.Duration) {
 
 // Failed records a round trip that ended in err.
 func (s *Stats) Failed(err error) {
-	s.inFlight.Add(-1)
 	s.failures[ReasonOf(err)].Add(1)
 }
-
-// Abandoned ends a round trip that failed for the client's reason.
-func (s *Stats) Abandoned() { s.inFlight.Add(-1) }
 
 // Rejected records a response that arrived but could not be used (a 101
 // nobody asked for): answered by the backend, failed for the client.

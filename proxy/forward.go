@@ -20,7 +20,7 @@ const maxAttempts = 3
 // idempotent one goes on when its connection failed before any response
 // byte. It returns the backend that answered or failed last, and the time
 // spent waiting for backends.
-func (p *Proxy) forward(ctx *fasthttp.RequestCtx, b *pool.Backend) (*pool.Backend, time.Duration, error) {
+func (p *Proxy) forward(ctx *fasthttp.RequestCtx, x *exchange, b *pool.Backend) (*pool.Backend, time.Duration, error) {
 	req := &ctx.Request
 	deadline := ctx.Time().Add(p.cfg.BackendTimeout)
 	// Writing a streamed body consumes it (and fasthttp drops the stream
@@ -29,18 +29,18 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, b *pool.Backend) (*pool.Backen
 	var upstream time.Duration
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
+		b.Begin()
 		b.Stats.Start()
 		err := b.Client.DoDeadline(req, &ctx.Response, deadline)
 		took := time.Since(start)
+		b.Done(took)
 		upstream += took
 		if err == nil {
 			b.Stats.Answered(ctx.Response.StatusCode(), took)
 			p.pool.Connected(b)
 			return b, upstream, nil
 		}
-		if errors.Is(err, errBodyTooLarge) {
-			b.Stats.Abandoned() // the client's doing, not the backend's
-		} else {
+		if !errors.Is(err, errBodyTooLarge) { // that one is the client's doing
 			b.Stats.Failed(err)
 		}
 		if connectFailed(err) {
@@ -49,7 +49,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, b *pool.Backend) (*pool.Backen
 		if attempt == maxAttempts || !retryable(err, req, streamed) || time.Until(deadline) <= 0 {
 			return b, upstream, err
 		}
-		next := p.pool.NextExcept(b)
+		next := p.pool.NextExcept(b, x.keyHash)
 		if next == nil {
 			// The only backend: a connection that died after it was
 			// checked is worth one fresh try, a refused one is not.

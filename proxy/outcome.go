@@ -50,6 +50,7 @@ type exchange struct {
 	backend  *pool.Backend // nil when no backend was tried
 	upstream time.Duration // waiting for backends' response heads
 	keyLen   int           // the client key is keyBuf[:keyLen]
+	keyHash  uint64        // pool.KeyHash of the key, for the hash strategy
 	keyBuf   [MaxKeyLen]byte
 	bodyIn   *requestBody // the streamed request body, when there is one
 	idLen    int          // the request ID is idBuf[:idLen]

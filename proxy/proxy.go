@@ -52,16 +52,19 @@ type Proxy struct {
 	key     ClientKey
 	Stats   Stats
 
-	ids     *requestIDs         // nil: request IDs off
-	access  *accessLogger       // nil: no access log
-	errLog  *logthrottle.Logger // also holds the logger itself
-	tunnels tunnels
+	ids    *requestIDs   // nil: request IDs off
+	access *accessLogger // nil: no access log
+	// keyedPick: the strategy picks by client key (hash), so the key is
+	// derived even without limiting.
+	keyedPick bool
+	errLog    *logthrottle.Logger // also holds the logger itself
+	tunnels   tunnels
 }
 
 // New returns a proxy over p. lim may be nil to forward without limiting.
 func New(cfg Config, p *pool.Pool, lim *limiter.Limiter, key ClientKey, log zerolog.Logger) *Proxy {
 	return &Proxy{cfg: cfg, pool: p, limiter: lim, key: key, ids: newRequestIDs(cfg.RequestIDHeader),
-		access: newAccessLogger(cfg.AccessLog),
+		access: newAccessLogger(cfg.AccessLog), keyedPick: p.NeedsKey(),
 		errLog: logthrottle.New(log, 10*time.Second)}
 }
 
@@ -97,14 +100,16 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 	trusted := p.key.isTrusted(peer)
 
 	var d limiter.Decision
-	if p.limiter != nil {
+	if p.limiter != nil || p.keyedPick {
 		key, err := p.key.appendKey(x.keyBuf[:0], &f, peer, trusted)
 		if err != nil {
 			x.answer(ctx, BadRequest, err.Error()+"\n", fasthttp.StatusBadRequest)
 			return
 		}
 		x.keyLen = len(key)
-		d = p.limiter.Allow(key, ctx.Time().UnixNano())
+	}
+	if p.limiter != nil {
+		d = p.limiter.Allow(x.key(), ctx.Time().UnixNano())
 		if !d.Allowed {
 			p.refuse(ctx, x, &d)
 			return
@@ -112,7 +117,10 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 		p.Stats.admit()
 	}
 
-	b := p.pool.Next()
+	if p.keyedPick {
+		x.keyHash = pool.KeyHash(x.key())
+	}
+	b := p.pool.Next(x.keyHash)
 	if b == nil {
 		x.answer(ctx, Unavailable, "no healthy backend\n", fasthttp.StatusServiceUnavailable)
 		return
@@ -147,7 +155,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 		req.Header.SetProtocolBytes(http11)
 	}
 
-	b, upstream, err := p.forward(ctx, b)
+	b, upstream, err := p.forward(ctx, x, b)
 	x.backend, x.upstream = b, upstream
 	if http10 {
 		req.Header.SetProtocolBytes(http10Proto)

@@ -25,8 +25,8 @@ type Config struct {
 	AdminListen    string        `env:"EQUALIZER_ADMIN_LISTEN" envDefault:"127.0.0.1:8090" help:"admin listener: /buckets, /healthz, /readyz, /metrics"`
 	AdminToken     string        `env:"EQUALIZER_ADMIN_TOKEN" help:"when set, admin calls need Authorization: Bearer <token>"`
 	AdminHosts     []string      `env:"EQUALIZER_ADMIN_HOSTS" help:"host names the admin API answers besides IP addresses and localhost (DNS rebinding guard), e.g. equalizer:8090"`
-	Backends       []string      `env:"EQUALIZER_BACKENDS" envDefault:"http://localhost:8081,http://localhost:8082,http://localhost:8083" help:"comma-separated backend URLs"`
-	Strategy       string        `env:"EQUALIZER_STRATEGY" envDefault:"round_robin" help:"backend selection: round_robin or random"`
+	Backends       []string      `env:"EQUALIZER_BACKENDS" envDefault:"http://localhost:8081,http://localhost:8082,http://localhost:8083" help:"comma-separated backend URLs, each optionally followed by a space and weight=N (1-1000): http://10.0.0.5:8080 weight=3,http://10.0.0.6:8080"`
+	Strategy       string        `env:"EQUALIZER_STRATEGY" envDefault:"round_robin" help:"backend selection: round_robin (smooth weighted), random (weighted), least_conn, p2c or hash (by client key)"`
 	HealthInterval time.Duration `env:"EQUALIZER_HEALTH_INTERVAL" envDefault:"5s" help:"active health check period"`
 	HealthTimeout  time.Duration `env:"EQUALIZER_HEALTH_TIMEOUT" envDefault:"1s" help:"one probe's timeout"`
 	HealthPath     string        `env:"EQUALIZER_HEALTH_PATH" envDefault:"/" help:"probe path; each probe reads the answer (64 KiB of body at most) on a connection of its own"`

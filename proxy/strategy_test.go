@@ -1,0 +1,94 @@
+package proxy
+
+import (
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// TestSlowBackendLosesTraffic: of two backends, one answers 10 times slower
+// (100 ms against 10 ms). Round robin still gives it half the requests;
+// least_conn and p2c must give it under a quarter of that half.
+func TestSlowBackendLosesTraffic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs for 7 s")
+	}
+	delay := func(d time.Duration) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { time.Sleep(d); ctx.SetBodyString("ok") }}
+		go s.Serve(ln) //nolint:errcheck
+		t.Cleanup(func() { _ = s.Shutdown() })
+		return "http://" + ln.Addr().String()
+	}
+	fast, slow := delay(10*time.Millisecond), delay(100*time.Millisecond)
+	for _, strategy := range []string{"round_robin", "least_conn", "p2c"} {
+		h := startProxy(t, options{strategy: strategy}, fast, slow)
+		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
+		var wg sync.WaitGroup
+		stop := time.Now().Add(2 * time.Second)
+		for range 32 {
+			wg.Go(func() {
+				for time.Now().Before(stop) {
+					resp, err := client.Get("http://" + h.addr + "/")
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					resp.Body.Close()
+				}
+			})
+		}
+		// Count from 0.5 s on: the first requests find both idle.
+		bs := h.pool.Backends()
+		time.Sleep(500 * time.Millisecond)
+		f0, s0 := bs[0].Stats.Requests(), bs[1].Stats.Requests()
+		wg.Wait()
+		f, s := float64(bs[0].Stats.Requests()-f0), float64(bs[1].Stats.Requests()-s0)
+		got := s / (f + s)
+		t.Logf("%s: slow backend got %.3f of %0.f requests", strategy, got, f+s)
+		switch {
+		case strategy == "round_robin" && got < 0.45:
+			t.Fatalf("round robin gave the slow backend %.3f, want about 0.5: the setup is wrong", got)
+		case strategy != "round_robin" && got >= 0.125:
+			t.Fatalf("%s gave the slow backend %.3f of the requests, want under 0.125 (a quarter of its even share)", strategy, got)
+		}
+	}
+}
+
+// TestHashSticksClientsWithoutALimiter: the hash strategy needs the client
+// key even when limiting is off.
+func TestHashSticksClientsWithoutALimiter(t *testing.T) {
+	var urls []string
+	var gots []chan seen
+	for range 3 {
+		u, got := startBackend(t, nil)
+		urls, gots = append(urls, u), append(gots, got)
+	}
+	h := startProxy(t, options{strategy: "hash", key: "header:X-Client"}, urls...)
+	for _, client := range []string{"alice", "bob", "carol", "dave"} {
+		first := -1
+		for range 5 {
+			if resp, _ := raw(t, h.addr, "GET / HTTP/1.1\r\nHost: h\r\nX-Client: "+client+"\r\n\r\n"); resp.StatusCode != 200 {
+				t.Fatalf("%d", resp.StatusCode)
+			}
+			for i, got := range gots {
+				select {
+				case <-got:
+					if first == -1 {
+						first = i
+					} else if i != first {
+						t.Fatalf("%s went to backend %d, then %d", client, first, i)
+					}
+				default:
+				}
+			}
+		}
+	}
+}
