@@ -35,6 +35,9 @@ type Config struct {
 	Hosts []string
 	// Pprof serves /debug/pprof (behind the token like the rest).
 	Pprof bool
+	// NewBackend builds a backend from "URL weight=N" with the proxy's
+	// client settings, for POST /backends.
+	NewBackend func(spec string) (*pool.Backend, error)
 }
 
 // API is the admin handler.
@@ -78,6 +81,11 @@ func (a *API) Handler() fasthttp.RequestHandler {
 		// Profiles for operators chasing CPU or memory (EQUALIZER_PPROF).
 		r.GET("/debug/pprof/{profile:*}", read(pprofhandler.PprofHandler))
 	}
+	r.GET("/backends", read(a.listBackends))
+	r.POST("/backends", write(a.addBackend))
+	r.GET("/backends/{id}", read(a.getBackend))
+	r.PATCH("/backends/{id}", write(a.patchBackend))
+	r.DELETE("/backends/{id}", read(a.deleteBackend))
 	r.POST("/buckets", write(a.create))
 	r.GET("/buckets", read(a.list))
 	r.GET("/buckets/{id:*}", read(a.get))

@@ -30,58 +30,64 @@ type bucketBody struct {
 	RatePerSec json.RawMessage `json:"rate_per_sec"`
 }
 
-// decodeBody parses a JSON object strictly, as the README promises: only
-// the four fields, in their exact case, each at most once, never null, in
-// valid UTF-8, and nothing after the object. goccy/go-json alone would match
-// keys case-insensitively and let a duplicate key win, so the object is
-// walked with encoding/json's tokenizer first.
+// decodeBody parses a bucket body strictly (see decodeObject).
 func decodeBody(data []byte) (bucketBody, error) {
 	var b bucketBody
+	err := decodeObject(data, map[string]*json.RawMessage{
+		"client_id": &b.ClientID, "capacity": &b.Capacity, "tokens": &b.Tokens, "rate_per_sec": &b.RatePerSec,
+	}, "client_id, capacity, tokens, rate_per_sec")
+	return b, err
+}
+
+// decodeObject parses a JSON object strictly, as the README promises: only
+// the given fields, in their exact case, each at most once, never null, in
+// valid UTF-8, and nothing after the object. goccy/go-json alone would
+// match keys case-insensitively and let a duplicate key win, so the object
+// is walked with encoding/json's tokenizer first. names lists the fields
+// for the error message.
+func decodeObject(data []byte, fields map[string]*json.RawMessage, names string) error {
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 {
-		return b, errors.New("request body is empty: want a JSON object")
+		return errors.New("request body is empty: want a JSON object")
 	}
 	if trimmed[0] != '{' {
-		return b, errors.New("request body must be a JSON object")
+		return errors.New("request body must be a JSON object")
 	}
 	if !utf8.Valid(trimmed) {
-		return b, errors.New("request body is not valid UTF-8")
+		return errors.New("request body is not valid UTF-8")
 	}
 	dec := stdjson.NewDecoder(bytes.NewReader(trimmed))
 	if _, err := dec.Token(); err != nil {
-		return b, fmt.Errorf("malformed JSON: %v", err)
-	}
-	fields := map[string]*json.RawMessage{
-		"client_id": &b.ClientID, "capacity": &b.Capacity, "tokens": &b.Tokens, "rate_per_sec": &b.RatePerSec,
+		return fmt.Errorf("malformed JSON: %v", err)
 	}
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return b, fmt.Errorf("malformed JSON: %v", err)
+			return fmt.Errorf("malformed JSON: %v", err)
 		}
 		key, _ := tok.(string)
 		var raw stdjson.RawMessage
 		if err := dec.Decode(&raw); err != nil {
-			return b, fmt.Errorf("malformed JSON: %v", err)
+			return fmt.Errorf("malformed JSON: %v", err)
 		}
 		dst, ok := fields[key]
 		switch {
 		case !ok:
-			return b, fmt.Errorf("unknown field %q (fields are client_id, capacity, tokens, rate_per_sec, in lower case)", key)
+			return fmt.Errorf("unknown field %q (fields are %s, in lower case)", key, names)
 		case *dst != nil:
-			return b, fmt.Errorf("duplicate field %q", key)
+			return fmt.Errorf("duplicate field %q", key)
 		case string(raw) == "null":
-			return b, fmt.Errorf("%s must not be null", key)
+			return fmt.Errorf("%s must not be null", key)
 		}
 		*dst = json.RawMessage(raw)
 	}
 	if _, err := dec.Token(); err != nil {
-		return b, fmt.Errorf("malformed JSON: %v", err)
+		return fmt.Errorf("malformed JSON: %v", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return b, errors.New("malformed JSON: data after the object")
+		return errors.New("malformed JSON: data after the object")
 	}
-	return b, nil
+	return nil
 }
 
 func present(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }

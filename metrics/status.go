@@ -32,6 +32,7 @@ type Status struct {
 type BackendStatus struct {
 	URL          string            `json:"url"`
 	Healthy      bool              `json:"healthy"`
+	State        string            `json:"state"` // active, draining, drained
 	Weight       int               `json:"weight"`
 	InFlight     int64             `json:"in_flight"`
 	Requests     uint64            `json:"requests"`
@@ -154,7 +155,7 @@ func (r *Registry) Status() Status {
 		cur, old := last.backends[b], prev.backends[b]
 		recent := cur.latency.Sub(old.latency)
 		bs := BackendStatus{
-			URL: b.URL, Healthy: b.Healthy(), Weight: b.Weight, InFlight: b.InFlight(),
+			URL: b.URL, Healthy: b.Healthy(), Weight: b.Weight(), State: b.State().String(), InFlight: b.InFlight(),
 			Requests: b.Stats.Requests(), RequestsPerS: rate(cur.requests, old.requests),
 			P50Ms: recent.Quantile(0.5) * 1000, P99Ms: recent.Quantile(0.99) * 1000,
 			Errors: b.Stats.FailuresTotal(), ErrorsPerS: rate(cur.errors, old.errors),

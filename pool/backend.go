@@ -25,10 +25,13 @@ type Backend struct {
 	Addr   string
 	Client *fasthttp.HostClient
 
-	// Weight is the backend's share of traffic against the others (1 to
-	// 1000, default 1), from "URL weight=N" in the backends list.
-	Weight int
-	seed   uint64 // for hash
+	seed uint64 // for hash
+	// weight is the backend's share of traffic against the others (1 to
+	// 1000, default 1), from "URL weight=N" or the /backends API.
+	weight atomic.Int32
+	// state is Active, Draining or Drained: only active backends are
+	// picked.
+	state atomic.Int32
 
 	healthy atomic.Bool
 	// inFlight and latencyNs feed least_conn and p2c; they are kept with
@@ -104,7 +107,8 @@ func NewBackend(spec string, opt ClientOptions) (*Backend, error) {
 	}
 	dialer := &fasthttp.TCPDialer{}
 	dialTimeout := opt.DialTimeout
-	b := &Backend{URL: rawURL, Addr: addr, Weight: weight, seed: seedOf(rawURL), log: opt.Log, streamIdle: opt.StreamIdleTimeout}
+	b := &Backend{URL: rawURL, Addr: addr, seed: seedOf(rawURL), log: opt.Log, streamIdle: opt.StreamIdleTimeout}
+	b.weight.Store(int32(weight))
 	b.idle.maxIdle = opt.MaxIdleConnTime
 	b.dial = func() (net.Conn, error) {
 		c, err := dialer.DialTimeout(addr, dialTimeout)
@@ -159,10 +163,36 @@ func (b *Backend) Done(took time.Duration) {
 // InFlight is how many requests wait for their response head.
 func (b *Backend) InFlight() int64 { return b.inFlight.Load() }
 
+// Weight is the backend's current weight.
+func (b *Backend) Weight() int { return int(b.weight.Load()) }
+
+// State is Active, Draining or Drained.
+func (b *Backend) State() State { return State(b.state.Load()) }
+
+// State is where a backend is in its life in the pool.
+type State int32
+
+const (
+	Active   State = iota // picked when healthy
+	Draining              // no new requests; removed or kept drained when its requests are done
+	Drained               // kept, not picked
+)
+
+// String is the state's name in the API.
+func (s State) String() string {
+	switch s {
+	case Draining:
+		return "draining"
+	case Drained:
+		return "drained"
+	}
+	return "active"
+}
+
 // cost is what p2c compares: the expected wait behind the requests in
 // flight, per unit of weight.
 func (b *Backend) cost() int64 {
-	return (b.inFlight.Load() + 1) * max(b.latencyNs.Load(), int64(time.Microsecond)) / int64(b.Weight)
+	return (b.inFlight.Load() + 1) * max(b.latencyNs.Load(), int64(time.Microsecond)) / int64(b.weight.Load())
 }
 
 // Healthy reports the backend's last known health.

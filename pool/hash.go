@@ -25,7 +25,7 @@ func (Hash) Pick(healthy []*Backend, _ any, k uint64) *Backend {
 		// weighted score -w/ln(u) makes a backend of weight 2 win twice
 		// as many keys as one of weight 1.
 		u := (float64(mix(k^b.seed)>>11) + 0.5) / (1 << 53)
-		if score := -float64(b.Weight) / math.Log(u); score > bestScore {
+		if score := -float64(b.Weight()) / math.Log(u); score > bestScore {
 			best, bestScore = b, score
 		}
 	}

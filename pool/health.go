@@ -77,7 +77,7 @@ type Checker struct {
 	pool   *Pool
 	cfg    HealthConfig
 	log    zerolog.Logger
-	probes []*probeState
+	probes map[*Backend]*probeState // one per backend in the pool, kept across rounds
 }
 
 type probeState struct {
@@ -97,11 +97,7 @@ type probeResult struct {
 func NewChecker(p *Pool, cfg HealthConfig, log zerolog.Logger) *Checker {
 	cfg.Fall = max(cfg.Fall, 1)
 	cfg.Rise = max(cfg.Rise, 1)
-	c := &Checker{pool: p, cfg: cfg, log: log}
-	for _, b := range p.all {
-		c.probes = append(c.probes, &probeState{backend: b})
-	}
-	return c
+	return &Checker{pool: p, cfg: cfg, log: log}
 }
 
 // Run probes until ctx is done. A panic in a round is logged and the loop
@@ -128,15 +124,28 @@ func (c *Checker) safeRound() {
 	c.CheckOnce()
 }
 
-// CheckOnce probes every backend once, in parallel, and applies the results.
+// CheckOnce probes every backend of the pool once, in parallel, and
+// applies the results. Backends added or removed since the last round are
+// picked up here.
 func (c *Checker) CheckOnce() {
-	results := make([]probeResult, len(c.probes))
+	backends := c.pool.Backends()
+	probes := make(map[*Backend]*probeState, len(backends))
+	states := make([]*probeState, len(backends))
+	for i, b := range backends {
+		ps := c.probes[b]
+		if ps == nil {
+			ps = &probeState{backend: b}
+		}
+		probes[b], states[i] = ps, ps
+	}
+	c.probes = probes
+	results := make([]probeResult, len(states))
 	var wg sync.WaitGroup
-	for i, ps := range c.probes {
+	for i, ps := range states {
 		wg.Go(func() { results[i] = c.probe(ps.backend) })
 	}
 	wg.Wait()
-	for i, ps := range c.probes {
+	for i, ps := range states {
 		c.apply(ps, results[i])
 	}
 }

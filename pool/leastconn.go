@@ -22,7 +22,7 @@ func (l *LeastConn) Pick(healthy []*Backend, _ any, _ uint64) *Backend {
 	for i := uint64(1); i < n; i++ {
 		b := healthy[(first+i)%n]
 		// load/weight < bestLoad/bestWeight, in integers.
-		if load := b.InFlight() + 1; load*int64(best.Weight) < bestLoad*int64(b.Weight) {
+		if load := b.InFlight() + 1; load*int64(best.Weight()) < bestLoad*int64(b.Weight()) {
 			best, bestLoad = b, load
 		}
 	}

@@ -9,10 +9,12 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // ErrNoHealthyBackend is returned by Next when every backend is down.
@@ -20,7 +22,7 @@ var ErrNoHealthyBackend = errors.New("no healthy backend")
 
 // Pool is safe for concurrent use.
 type Pool struct {
-	all      []*Backend
+	all      atomic.Pointer[[]*Backend] // every backend, in order; replaced, never changed
 	healthy  atomic.Pointer[view]
 	strategy Strategy
 
@@ -29,14 +31,17 @@ type Pool struct {
 	// nginx's max_fails. 0 turns passive health off.
 	PassiveFails int32
 
-	// mu serialises publishing: the health checker and passive marks from
-	// the request path may both change the healthy set.
+	// mu serialises changes and publishing: the health checker, passive
+	// marks from the request path and the /backends API all change the
+	// set. Requests never take it.
 	mu sync.Mutex
 }
 
 // New builds a pool over backends, all initially healthy.
 func New(backends []*Backend, strategy Strategy) *Pool {
-	p := &Pool{all: backends, strategy: strategy}
+	p := &Pool{strategy: strategy}
+	all := slices.Clone(backends)
+	p.all.Store(&all)
 	p.publish()
 	return p
 }
@@ -56,8 +61,90 @@ func (p *Pool) Connected(b *Backend) {
 	}
 }
 
-// Backends returns every configured backend, healthy or not.
-func (p *Pool) Backends() []*Backend { return p.all }
+// Backends returns every backend, healthy or not, draining or not. The
+// caller must not modify the slice.
+func (p *Pool) Backends() []*Backend { return *p.all.Load() }
+
+// Lookup finds a backend by its address (host:port) or URL.
+func (p *Pool) Lookup(id string) *Backend {
+	for _, b := range p.Backends() {
+		if b.Addr == id || b.URL == id {
+			return b
+		}
+	}
+	return nil
+}
+
+// ErrExists is Add's answer for a backend already in the pool.
+var ErrExists = errors.New("a backend with this address is already in the pool")
+
+// Add puts b in rotation (healthy until a probe says otherwise).
+func (p *Pool) Add(b *Backend) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.all.Load()
+	for _, o := range old {
+		if o.Addr == b.Addr || o.URL == b.URL {
+			return ErrExists
+		}
+	}
+	all := append(slices.Clone(old), b)
+	p.all.Store(&all)
+	p.publish()
+	return nil
+}
+
+// Remove takes b out of the pool at once. Requests already sent to it
+// finish: they hold the backend, not the pool.
+func (p *Pool) Remove(b *Backend) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	all := slices.DeleteFunc(slices.Clone(*p.all.Load()), func(o *Backend) bool { return o == b })
+	p.all.Store(&all)
+	p.publish()
+}
+
+// SetWeight changes b's weight; the strategy prepares for it at once.
+func (p *Pool) SetWeight(b *Backend, w int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b.weight.Store(int32(w))
+	p.publish()
+}
+
+// Activate puts a drained or draining backend back in rotation.
+func (p *Pool) Activate(b *Backend) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b.state.Store(int32(Active))
+	p.publish()
+}
+
+// Drain stops sending new requests to b at once; when the requests it
+// holds are done (their response heads arrived), it is removed from the
+// pool (remove) or kept as Drained. done, if not nil, is called then.
+// Streamed bodies and tunnels already under way go on over their own
+// connections.
+func (p *Pool) Drain(b *Backend, remove bool, done func()) {
+	p.mu.Lock()
+	b.state.Store(int32(Draining))
+	p.publish()
+	p.mu.Unlock()
+	go func() {
+		for b.InFlight() > 0 && b.State() == Draining {
+			time.Sleep(20 * time.Millisecond)
+		}
+		p.mu.Lock()
+		finished := b.state.CompareAndSwap(int32(Draining), int32(Drained))
+		p.mu.Unlock()
+		if finished && remove {
+			p.Remove(b)
+		}
+		if done != nil {
+			done()
+		}
+	}()
+}
 
 // view is one published healthy set with what the strategy prepared for
 // it; it never changes once stored.
@@ -127,9 +214,10 @@ func (p *Pool) SetHealthy(b *Backend, healthy bool) bool {
 // publish rebuilds the healthy slice in configuration order. Callers hold
 // mu (or are New), so a slice never overwrites a newer one.
 func (p *Pool) publish() {
-	healthy := make([]*Backend, 0, len(p.all))
-	for _, b := range p.all {
-		if b.healthy.Load() {
+	all := *p.all.Load()
+	healthy := make([]*Backend, 0, len(all))
+	for _, b := range all {
+		if b.healthy.Load() && b.State() == Active {
 			healthy = append(healthy, b)
 		}
 	}

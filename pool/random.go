@@ -12,7 +12,7 @@ func (Random) Prepare(healthy []*Backend) any {
 	cum := make([]uint64, len(healthy))
 	var total uint64
 	for i, b := range healthy {
-		total += uint64(b.Weight)
+		total += uint64(b.Weight())
 		cum[i] = total
 	}
 	return cum

@@ -20,14 +20,14 @@ const maxSchedule = 1 << 16
 func (r *RoundRobin) Prepare(healthy []*Backend) any {
 	sum := 0
 	for _, b := range healthy {
-		sum += b.Weight
+		sum += b.Weight()
 	}
 	weights := make([]int, len(healthy))
 	total := 0
 	for i, b := range healthy {
-		weights[i] = b.Weight
+		weights[i] = b.Weight()
 		if sum > maxSchedule {
-			weights[i] = max(b.Weight*maxSchedule/sum, 1)
+			weights[i] = max(b.Weight()*maxSchedule/sum, 1)
 		}
 		total += weights[i]
 	}

@@ -22,11 +22,11 @@ func weighted(t testing.TB, weights ...int) []*Backend {
 
 func TestWeightSyntax(t *testing.T) {
 	b, err := NewBackend("http://10.0.0.1:8080   weight=7", ClientOptions{})
-	if err != nil || b.Weight != 7 || b.URL != "http://10.0.0.1:8080" {
+	if err != nil || b.Weight() != 7 || b.URL != "http://10.0.0.1:8080" {
 		t.Fatalf("%+v %v", b, err)
 	}
-	if b, _ := NewBackend("http://10.0.0.1:8080", ClientOptions{}); b.Weight != 1 {
-		t.Fatalf("default weight %d", b.Weight)
+	if b, _ := NewBackend("http://10.0.0.1:8080", ClientOptions{}); b.Weight() != 1 {
+		t.Fatalf("default weight %d", b.Weight())
 	}
 	for _, bad := range []string{"http://a:1 weight=0", "http://a:1 weight=1001", "http://a:1 weight=x", "http://a:1 max_fails=3"} {
 		if _, err := NewBackend(bad, ClientOptions{}); err == nil {

@@ -100,9 +100,8 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 	}
 
 	backendLog := logthrottle.New(log, 10*time.Second)
-	backends := make([]*pool.Backend, 0, len(cfg.Backends))
-	for _, raw := range cfg.Backends {
-		b, err := pool.NewBackend(strings.TrimSpace(raw), pool.ClientOptions{
+	newBackend := func(spec string) (*pool.Backend, error) {
+		return pool.NewBackend(strings.TrimSpace(spec), pool.ClientOptions{
 			DialTimeout:       cfg.DialTimeout,
 			MaxConns:          cfg.MaxConnsPerBackend,
 			MaxIdleConnTime:   cfg.BackendIdleTimeout,
@@ -110,6 +109,10 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 			StreamIdleTimeout: cfg.StreamIdleTimeout,
 			Log:               backendLog,
 		})
+	}
+	backends := make([]*pool.Backend, 0, len(cfg.Backends))
+	for _, raw := range cfg.Backends {
+		b, err := newBackend(raw)
 		if err != nil {
 			return err
 		}
@@ -185,7 +188,7 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 		Logger:             fasthttpLogger{log},
 	}
 	api := admin.New(admin.Config{Token: cfg.AdminToken, DefaultLimit: cfg.APIDefaultLimit, RatePerSec: cfg.RatePerSec(),
-		Hosts: cfg.AdminHosts, Pprof: cfg.Pprof},
+		Hosts: cfg.AdminHosts, Pprof: cfg.Pprof, NewBackend: newBackend},
 		lim, backendPool, metrics.New(metrics.Sources{Proxy: px, Pool: backendPool, Limiter: lim, Persist: cfg.DatabaseURL != "", AccessLogDropped: access.DroppedFunc(),
 			Capacity: cfg.BucketCapacity, RefillPerSec: cfg.RatePerSec()}), log)
 	adminServer := &fasthttp.Server{

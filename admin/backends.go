@@ -1,0 +1,173 @@
+package admin
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+
+	"github.com/goccy/go-json"
+	"github.com/valyala/fasthttp"
+
+	"gopher-equalizer/pool"
+)
+
+// The /backends API: list, add, change weight, drain, remove. Changes go to
+// the pool under its own lock and reach requests as one atomic pointer
+// swap of the healthy set; requests never wait for them.
+
+// backendJSON is a backend as the API shows it. id is host:port, the name
+// the other routes take.
+type backendJSON struct {
+	ID        string            `json:"id"`
+	URL       string            `json:"url"`
+	Weight    int               `json:"weight"`
+	State     string            `json:"state"` // active, draining, drained
+	Healthy   bool              `json:"healthy"`
+	InFlight  int64             `json:"in_flight"`
+	Requests  uint64            `json:"requests"`
+	Failures  uint64            `json:"failures"`
+	Responses map[string]uint64 `json:"responses"`
+}
+
+func backendView(b *pool.Backend) backendJSON {
+	v := backendJSON{
+		ID: b.Addr, URL: b.URL, Weight: b.Weight(), State: b.State().String(), Healthy: b.Healthy(),
+		InFlight: b.InFlight(), Requests: b.Stats.Requests(), Failures: b.Stats.FailuresTotal(),
+		Responses: map[string]uint64{},
+	}
+	for class := 1; class <= 5; class++ {
+		v.Responses[fmt.Sprintf("%dxx", class)] = b.Stats.Responses(class)
+	}
+	return v
+}
+
+func (a *API) listBackends(ctx *fasthttp.RequestCtx) {
+	out := []backendJSON{}
+	for _, b := range a.pool.Backends() {
+		out = append(out, backendView(b))
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
+}
+
+// backendFor finds the backend named by the {id} route parameter, or
+// answers 404.
+func (a *API) backendFor(ctx *fasthttp.RequestCtx) *pool.Backend {
+	id, _ := ctx.UserValue("id").(string)
+	if u, err := url.PathUnescape(id); err == nil {
+		id = u
+	}
+	b := a.pool.Lookup(id)
+	if b == nil {
+		writeError(ctx, fasthttp.StatusNotFound, "backend not found (the id is host:port, as GET /backends lists it)")
+	}
+	return b
+}
+
+func (a *API) getBackend(ctx *fasthttp.RequestCtx) {
+	if b := a.backendFor(ctx); b != nil {
+		writeJSON(ctx, fasthttp.StatusOK, backendView(b))
+	}
+}
+
+// addBackend: {"url": "http://10.0.0.7:8080", "weight": 2}.
+func (a *API) addBackend(ctx *fasthttp.RequestCtx) {
+	var rawURL, rawWeight json.RawMessage
+	if err := decodeObject(ctx.PostBody(), map[string]*json.RawMessage{"url": &rawURL, "weight": &rawWeight}, "url, weight"); err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	var u string
+	if !present(rawURL) || rawURL[0] != '"' || json.Unmarshal(rawURL, &u) != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, "url is required: a string such as http://10.0.0.7:8080")
+		return
+	}
+	weight := int64(1)
+	if present(rawWeight) {
+		var err error
+		if weight, err = parseInt("weight", rawWeight, 1, pool.MaxWeight); err != nil {
+			writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+			return
+		}
+	}
+	if a.cfg.NewBackend == nil {
+		writeError(ctx, fasthttp.StatusNotImplemented, "adding backends is not configured")
+		return
+	}
+	b, err := a.cfg.NewBackend(fmt.Sprintf("%s weight=%d", u, weight))
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, "url: "+err.Error())
+		return
+	}
+	if err := a.pool.Add(b); err != nil {
+		status := fasthttp.StatusBadRequest
+		if errors.Is(err, pool.ErrExists) {
+			status = fasthttp.StatusConflict
+		}
+		writeError(ctx, status, err.Error())
+		return
+	}
+	a.log.Info().Str("backend", b.URL).Int("weight", b.Weight()).Msg("backend added through the admin API")
+	ctx.Response.Header.Set(fasthttp.HeaderLocation, "/backends/"+b.Addr)
+	writeJSON(ctx, fasthttp.StatusCreated, backendView(b))
+}
+
+// patchBackend: {"weight": 3} and/or {"state": "drained" | "active"}.
+// "drained" stops new requests, lets the ones in flight finish and keeps
+// the backend; "active" puts it back.
+func (a *API) patchBackend(ctx *fasthttp.RequestCtx) {
+	b := a.backendFor(ctx)
+	if b == nil {
+		return
+	}
+	var rawWeight, rawState json.RawMessage
+	if err := decodeObject(ctx.PostBody(), map[string]*json.RawMessage{"weight": &rawWeight, "state": &rawState}, "weight, state"); err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	if !present(rawWeight) && !present(rawState) {
+		writeError(ctx, fasthttp.StatusBadRequest, "nothing to change: give weight and/or state")
+		return
+	}
+	weight := int64(0)
+	if present(rawWeight) {
+		var err error
+		if weight, err = parseInt("weight", rawWeight, 1, pool.MaxWeight); err != nil {
+			writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+			return
+		}
+	}
+	var state string
+	if present(rawState) {
+		if json.Unmarshal(rawState, &state) != nil || (state != "active" && state != "drained") {
+			writeError(ctx, fasthttp.StatusBadRequest, `state must be "active" or "drained"`)
+			return
+		}
+	}
+	if weight > 0 {
+		a.pool.SetWeight(b, int(weight))
+	}
+	switch state {
+	case "active":
+		a.pool.Activate(b)
+	case "drained":
+		if b.State() == pool.Active {
+			a.pool.Drain(b, false, nil)
+		}
+	}
+	a.log.Info().Str("backend", b.URL).Int("weight", b.Weight()).Str("state", b.State().String()).Msg("backend changed through the admin API")
+	ctx.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+// deleteBackend drains the backend and removes it once its requests are
+// done: 202 with the backend, now draining.
+func (a *API) deleteBackend(ctx *fasthttp.RequestCtx) {
+	b := a.backendFor(ctx)
+	if b == nil {
+		return
+	}
+	log := a.log
+	a.pool.Drain(b, true, func() {
+		log.Info().Str("backend", b.URL).Msg("backend drained and removed through the admin API")
+	})
+	writeJSON(ctx, fasthttp.StatusAccepted, backendView(b))
+}
