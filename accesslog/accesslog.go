@@ -27,7 +27,8 @@ const maxLine = 8 << 10
 
 // Log is safe for concurrent use.
 type Log struct {
-	path string // "" for stdout
+	path string                 // "" for stdout; the writer goroutine's alone
+	next atomic.Pointer[string] // a new target from Retarget, taken at the next reopen
 	q    queue
 	// Dropped counts lines the queue had no room for.
 	dropped atomic.Uint64
@@ -56,6 +57,13 @@ func Open(target string, report func(error)) (*Log, error) {
 }
 
 func (l *Log) openFile() error {
+	if l.path == "" {
+		if l.file != nil {
+			l.file.Close()
+		}
+		l.file, l.out = nil, os.Stdout
+		return nil
+	}
 	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("access log: %w", err)
@@ -65,6 +73,13 @@ func (l *Log) openFile() error {
 	}
 	l.file, l.out = f, f
 	return nil
+}
+
+// Retarget makes the writer switch to target ("stdout" or a path) at its
+// next round, as Reopen does: a configuration reload.
+func (l *Log) Retarget(target string) {
+	l.next.Store(&target)
+	l.Reopen()
 }
 
 // Write queues one line (p must end in a newline). It never blocks: when
@@ -106,8 +121,14 @@ func (l *Log) Run(ctx context.Context) {
 	idle := time.NewTimer(pollEvery)
 	defer idle.Stop()
 	for {
-		if l.reopen.Swap(false) && l.path != "" {
+		if l.reopen.Swap(false) {
 			w.Flush() //nolint:errcheck // reported below if it matters
+			if t := l.next.Swap(nil); t != nil {
+				l.path = *t
+				if *t == "stdout" {
+					l.path = ""
+				}
+			}
 			if err := l.openFile(); err != nil {
 				l.errs(err)
 			} else {

@@ -109,7 +109,7 @@ type Config struct {
 // Limiter is safe for concurrent use.
 type Limiter struct {
 	cfg      Config
-	defaults *params
+	defaults atomic.Pointer[params] // replaced by SetDefaults (reload)
 	store    Store
 
 	// buckets: reads are lock-free; a new key locks one hash bucket of the
@@ -136,15 +136,16 @@ type Limiter struct {
 
 // New creates a limiter that persists to store.
 func New(cfg Config, store Store) *Limiter {
-	return &Limiter{
+	l := &Limiter{
 		cfg:         cfg,
-		defaults:    newParams(cfg.Capacity, cfg.RatePerSec),
 		buckets:     xsync.NewMap[string, *bucket](),
 		store:       store,
 		debts:       newDebts(),
 		turn:        make(chan struct{}, 1),
 		sweepNeeded: make(chan struct{}, 1),
 	}
+	l.defaults.Store(newParams(cfg.Capacity, cfg.RatePerSec))
+	return l
 }
 
 // Allow charges one token from key's bucket at now, creating a full default
@@ -154,7 +155,7 @@ func (l *Limiter) Allow(key []byte, now int64) Decision {
 	if b == nil {
 		if b = l.createDefault(key, now); b == nil {
 			l.refusedFull.Add(1)
-			return Decision{Limit: l.cfg.Capacity, Retry: time.Second, TableFull: true}
+			return Decision{Limit: l.defaults.Load().capacity, Retry: time.Second, TableFull: true}
 		}
 	}
 	d := b.take(now)
@@ -178,7 +179,7 @@ func (l *Limiter) createDefault(key []byte, now int64) *bucket {
 		return nil
 	}
 	b := &bucket{key: string(key)}
-	b.params.Store(l.defaults)
+	b.params.Store(l.defaults.Load())
 	b.tat.Store(now)
 	// A client whose bucket was evicted before it refilled starts with its
 	// debt, not with a full bucket.
@@ -477,8 +478,8 @@ func (l *Limiter) Delete(ctx context.Context, clientID string) error {
 func (l *Limiter) paramsFor(capacity int64, rate float64, version int64) *params {
 	p := newParams(capacity, rate)
 	p.version = version
-	if *p == *l.defaults {
-		return l.defaults // share: most buckets have the defaults
+	if d := l.defaults.Load(); *p == *d {
+		return d // share: most buckets have the defaults
 	}
 	return p
 }
@@ -536,4 +537,30 @@ func (l *Limiter) MostLimited(n int, now int64) []Limited {
 		out = append(out, Limited{Bucket: l.snapshot(e.b, now), Wait: time.Duration(e.wait)})
 	}
 	return out
+}
+
+// SetDefaults changes the bucket of clients without an admin bucket: new
+// clients get it, and every automatic bucket in memory moves to it keeping
+// its tokens (cut to the new capacity). Admin buckets keep their own.
+func (l *Limiter) SetDefaults(ctx context.Context, capacity int64, ratePerSec float64, now int64) error {
+	if err := l.lock(ctx); err != nil {
+		return err
+	}
+	defer l.unlock()
+	old := l.defaults.Load()
+	np := newParams(capacity, ratePerSec)
+	if *np == *old {
+		return nil
+	}
+	l.defaults.Store(np)
+	l.cfg.Capacity, l.cfg.RatePerSec = capacity, ratePerSec
+	l.buckets.Range(func(_ string, b *bucket) bool {
+		if b.params.Load() == old {
+			tokens := min(b.tokens(now), float64(capacity))
+			b.params.Store(np)
+			b.tat.Store(tatFor(now, np, tokens))
+		}
+		return true
+	})
+	return nil
 }

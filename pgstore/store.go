@@ -382,3 +382,14 @@ func (s *Store) retryConflict(ctx context.Context, tx func() error) error {
 	}
 	return err
 }
+
+// SetDefaults moves the rows of automatic buckets that have the old default
+// capacity and rate to the new ones (a configuration reload), keeping
+// their tokens, cut to the new capacity. Admin buckets keep their own.
+func (s *Store) SetDefaults(ctx context.Context, old, now limiter.Defaults) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `
+UPDATE token_buckets SET capacity = $1, rate_per_sec = $2, tokens = GREATEST(LEAST(tokens, $1), -$1), updated_at = now()
+WHERE NOT managed AND NOT deleted AND capacity = $3 AND rate_per_sec = $4`,
+		now.Capacity, now.RatePerSec, old.Capacity, old.RatePerSec)
+	return tag.RowsAffected(), err
+}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -75,7 +76,7 @@ func (s StatusSet) Has(code int) bool {
 // one goroutine; CheckOnce runs a single round, which is what tests call.
 type Checker struct {
 	pool   *Pool
-	cfg    HealthConfig
+	conf   atomic.Pointer[HealthConfig] // replaced by SetConfig (reload)
 	log    zerolog.Logger
 	probes map[*Backend]*probeState // one per backend in the pool, kept across rounds
 }
@@ -95,15 +96,25 @@ type probeResult struct {
 
 // NewChecker prepares probes for every backend of p.
 func NewChecker(p *Pool, cfg HealthConfig, log zerolog.Logger) *Checker {
+	c := &Checker{pool: p, log: log}
+	c.SetConfig(cfg)
+	return c
+}
+
+// SetConfig changes the probe settings from the next round on.
+func (c *Checker) SetConfig(cfg HealthConfig) {
 	cfg.Fall = max(cfg.Fall, 1)
 	cfg.Rise = max(cfg.Rise, 1)
-	return &Checker{pool: p, cfg: cfg, log: log}
+	c.conf.Store(&cfg)
 }
+
+func (c *Checker) cfg() *HealthConfig { return c.conf.Load() }
 
 // Run probes until ctx is done. A panic in a round is logged and the loop
 // goes on: a broken probe must not freeze the healthy set.
 func (c *Checker) Run(ctx context.Context) {
-	t := time.NewTicker(c.cfg.Interval)
+	interval := c.cfg().Interval
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		c.safeRound()
@@ -111,6 +122,10 @@ func (c *Checker) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if now := c.cfg().Interval; now != interval {
+			interval = now
+			t.Reset(interval)
 		}
 	}
 }
@@ -157,9 +172,9 @@ func (c *Checker) apply(ps *probeState, r probeResult) {
 		return
 	}
 	ps.streak++
-	need := c.cfg.Fall
+	need := c.cfg().Fall
 	if r.ok {
-		need = c.cfg.Rise
+		need = c.cfg().Rise
 	}
 	if ps.streak < need {
 		return
@@ -185,15 +200,15 @@ func (c *Checker) apply(ps *probeState, r probeResult) {
 // maxProbeBody of its body) and closes the connection.
 func (c *Checker) probe(b *Backend) probeResult {
 	start := time.Now()
-	deadline := start.Add(c.cfg.Timeout)
+	deadline := start.Add(c.cfg().Timeout)
 	result := func(status int, err error) probeResult {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			err = fmt.Errorf("%w after %v", fasthttp.ErrTimeout, c.cfg.Timeout)
+			err = fmt.Errorf("%w after %v", fasthttp.ErrTimeout, c.cfg().Timeout)
 		}
-		return probeResult{ok: err == nil && c.cfg.Status.Has(status), status: status, err: err, latency: time.Since(start)}
+		return probeResult{ok: err == nil && c.cfg().Status.Has(status), status: status, err: err, latency: time.Since(start)}
 	}
-	conn, err := net.DialTimeout("tcp", b.Addr, c.cfg.Timeout)
+	conn, err := net.DialTimeout("tcp", b.Addr, c.cfg().Timeout)
 	if err != nil {
 		return result(0, err)
 	}
@@ -205,7 +220,7 @@ func (c *Checker) probe(b *Backend) probeResult {
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI(c.cfg.Path)
+	req.SetRequestURI(c.cfg().Path)
 	req.Header.SetHost(b.Addr)
 	req.Header.Set(fasthttp.HeaderUserAgent, "gopher-equalizer-health")
 	req.SetConnectionClose()

@@ -150,6 +150,7 @@ func (p *Pool) Drain(b *Backend, remove bool, done func()) {
 // it; it never changes once stored.
 type view struct {
 	backends []*Backend
+	strategy Strategy
 	state    any // the strategy's Prepare result
 }
 
@@ -159,8 +160,17 @@ func (p *Pool) Healthy() []*Backend { return p.healthy.Load().backends }
 // NeedsKey reports whether the strategy picks by client key (hash), so the
 // proxy must derive the key even with limiting off.
 func (p *Pool) NeedsKey() bool {
-	_, ok := p.strategy.(KeyedStrategy)
+	_, ok := p.healthy.Load().strategy.(KeyedStrategy)
 	return ok
+}
+
+// SetStrategy switches the strategy; requests see the new one with the next
+// healthy set, published at once.
+func (p *Pool) SetStrategy(s Strategy) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.strategy = s
+	p.publish()
 }
 
 // Next picks a healthy backend for a client key's KeyHash (used by hash,
@@ -170,7 +180,7 @@ func (p *Pool) Next(key uint64) *Backend {
 	if len(v.backends) == 0 {
 		return nil
 	}
-	return p.strategy.Pick(v.backends, v.state, key)
+	return v.strategy.Pick(v.backends, v.state, key)
 }
 
 // NextExcept picks a healthy backend other than b for a retry, or nil when
@@ -184,7 +194,7 @@ func (p *Pool) NextExcept(b *Backend, key uint64) *Backend {
 	case len(healthy) == 1 && healthy[0] == b:
 		return nil
 	}
-	next := p.strategy.Pick(healthy, v.state, key)
+	next := v.strategy.Pick(healthy, v.state, key)
 	if next != b {
 		return next
 	}
@@ -225,7 +235,7 @@ func (p *Pool) publish() {
 	if len(healthy) > 0 {
 		state = p.strategy.Prepare(healthy)
 	}
-	p.healthy.Store(&view{backends: healthy, state: state})
+	p.healthy.Store(&view{backends: healthy, strategy: p.strategy, state: state})
 }
 
 // Strategy picks one backend from a non-empty healthy slice. Prepare runs

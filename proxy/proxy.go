@@ -64,7 +64,7 @@ type Proxy struct {
 // New returns a proxy over p. lim may be nil to forward without limiting.
 func New(cfg Config, p *pool.Pool, lim *limiter.Limiter, key ClientKey, log zerolog.Logger) *Proxy {
 	return &Proxy{cfg: cfg, pool: p, limiter: lim, key: key, ids: newRequestIDs(cfg.RequestIDHeader),
-		access: newAccessLogger(cfg.AccessLog), keyedPick: p.NeedsKey(),
+		access: newAccessLogger(cfg.AccessLog),
 		errLog: logthrottle.New(log, 10*time.Second)}
 }
 
@@ -100,7 +100,8 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 	trusted := p.key.isTrusted(peer)
 
 	var d limiter.Decision
-	if p.limiter != nil || p.keyedPick {
+	keyedPick := p.pool.NeedsKey()
+	if p.limiter != nil || keyedPick {
 		key, err := p.key.appendKey(x.keyBuf[:0], &f, peer, trusted)
 		if err != nil {
 			x.answer(ctx, BadRequest, err.Error()+"\n", fasthttp.StatusBadRequest)
@@ -117,7 +118,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 		p.Stats.admit()
 	}
 
-	if p.keyedPick {
+	if keyedPick {
 		x.keyHash = pool.KeyHash(x.key())
 	}
 	b := p.pool.Next(x.keyHash)

@@ -96,7 +96,10 @@ func TestBackendsAPIAddDrainRemove(t *testing.T) {
 	if code, body := in.adminCall(t, "PATCH", "/backends/"+third, `{"weight":1,"state":"drained"}`); code != 204 {
 		t.Fatalf("PATCH: %d %s", code, body)
 	}
-	waitFor(t, "drained", func() bool { _, b := in.adminCall(t, "GET", "/backends/"+third, ""); return contains(b, `"state":"drained"`) })
+	waitFor(t, "drained", func() bool {
+		_, b := in.adminCall(t, "GET", "/backends/"+third, "")
+		return contains(b, `"state":"drained"`)
+	})
 	n := thirdN.Load()
 	for range 10 {
 		in.get(t, "/")

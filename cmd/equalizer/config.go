@@ -21,6 +21,8 @@ import (
 // Config is every setting, read once from the environment at start-up.
 // The help tag is what `equalizer -h` prints.
 type Config struct {
+	ConfigFile string `env:"EQUALIZER_CONFIG_FILE" help:"YAML file with these settings in lower case without the prefix (health_interval: 5s); the environment wins; SIGHUP reloads it"`
+
 	Listen         string        `env:"EQUALIZER_LISTEN" envDefault:":8080" help:"proxy listener"`
 	AdminListen    string        `env:"EQUALIZER_ADMIN_LISTEN" envDefault:"127.0.0.1:8090" help:"admin listener: /buckets, /healthz, /readyz, /metrics"`
 	AdminToken     string        `env:"EQUALIZER_ADMIN_TOKEN" help:"when set, admin calls need Authorization: Bearer <token>"`

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -164,5 +165,49 @@ func TestBinaryRefusesBadConfigWithOneLine(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	if len(lines) != 1 || !strings.Contains(lines[0], `EQUALIZER_STRATEGY="fastest"`) {
 		t.Fatalf("output %q", out)
+	}
+}
+
+func TestConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	file := func(body string) string {
+		p := dir + "/c.yaml"
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	p := file("backends:\n  - http://10.0.0.5:8080 weight=3\n  - http://10.0.0.6:8080\nstrategy: p2c\nhealth_interval: 2s\nbucket_capacity: 50\n")
+	merged, err := configEnviron(map[string]string{"EQUALIZER_CONFIG_FILE": p, "EQUALIZER_STRATEGY": "hash"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(merged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Backends) != 2 || c.Backends[0] != "http://10.0.0.5:8080 weight=3" || c.HealthInterval != 2*time.Second ||
+		c.BucketCapacity != 50 || c.Strategy != "hash" {
+		t.Fatalf("%+v (the environment must win over the file)", c)
+	}
+	for body, want := range map[string]string{
+		"strategy: p2c\nbogus: 1\n":              `unknown setting "bogus"`,
+		"health:\n  interval: 5s\n":              "health",
+		"backends: [[a]]\n":                      "backends",
+		"backends:\n  - http://a:1,http://b:2\n": "without commas",
+		"strategy: [\n":                          "not valid YAML",
+	} {
+		_, err := configEnviron(map[string]string{"EQUALIZER_CONFIG_FILE": file(body)})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error with %q", body, err, want)
+		}
+	}
+	if _, err := configEnviron(map[string]string{"EQUALIZER_CONFIG_FILE": dir + "/missing.yaml"}); err == nil {
+		t.Error("a missing file was accepted")
+	}
+	// A valid file with a bad value fails like the environment would.
+	merged, _ = configEnviron(map[string]string{"EQUALIZER_CONFIG_FILE": file("health_interval: 5\n")})
+	if _, err := LoadConfig(merged); err == nil || !strings.Contains(err.Error(), "EQUALIZER_HEALTH_INTERVAL") {
+		t.Errorf("health_interval: 5 in the file: %v", err)
 	}
 }

@@ -59,13 +59,18 @@ func run(args []string, env map[string]string) int {
 		fmt.Fprintf(os.Stderr, "equalizer: unexpected argument %q (the only flags are -demo and -h; settings are environment variables)\n", flags.Arg(0))
 		return 2
 	}
-	cfg, err := LoadConfig(env)
+	merged, err := configEnviron(env)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "equalizer:", err)
+		return 2
+	}
+	cfg, err := LoadConfig(merged)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "equalizer:", err)
 		return 2
 	}
 	log := newLogger(cfg)
-	if err := serve(cfg, *demo, log); err != nil {
+	if err := serve(cfg, env, *demo, log); err != nil {
 		log.Error().Err(err).Msg("equalizer stopped with an error")
 		return 1
 	}
@@ -80,13 +85,15 @@ func newLogger(cfg Config) zerolog.Logger {
 	} else {
 		log = zerolog.New(os.Stderr)
 	}
-	return log.Level(level).With().Timestamp().Logger()
+	// The level is global so that a reload can change it.
+	zerolog.SetGlobalLevel(level)
+	return log.With().Timestamp().Logger()
 }
 
 // serve runs the proxy until SIGINT or SIGTERM, then stops in order: stop
 // accepting and drain the proxy, stop health checks, flush buckets to the
 // store, close the admin listener, close the store.
-func serve(cfg Config, demo bool, log zerolog.Logger) error {
+func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) error {
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(signals)
@@ -255,6 +262,18 @@ func serve(cfg Config, demo bool, log zerolog.Logger) error {
 			}
 		}()
 	}
+
+	pgStore, _ := store.(*pgstore.Store)
+	reload := &reloader{cfg: cfg, environ: env, pool: backendPool, checker: checker, lim: lim, pg: pgStore,
+		access: access, newBackend: newBackend, log: log}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			reload.reload()
+		}
+	}()
 
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- proxyServer.Serve(px.Listener(proxyLn)) }()

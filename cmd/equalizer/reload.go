@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"reflect"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"gopher-equalizer/accesslog"
+	"gopher-equalizer/limiter"
+	"gopher-equalizer/pgstore"
+	"gopher-equalizer/pool"
+)
+
+// reloader applies a new configuration on SIGHUP, as nginx and HAProxy do:
+// the file (and the environment, which still wins) is read again and
+// checked whole; an invalid one changes nothing. What can change live does,
+// without dropping a connection or a request; what needs a restart (a
+// listen address, the database) is logged and left as it is.
+type reloader struct {
+	cfg        Config
+	environ    map[string]string // the process environment at start
+	pool       *pool.Pool
+	checker    *pool.Checker
+	lim        *limiter.Limiter
+	pg         *pgstore.Store // nil without a database
+	access     *accesslog.Log // nil when the access log is off
+	newBackend func(string) (*pool.Backend, error)
+	log        zerolog.Logger
+}
+
+// live are the settings a reload applies; every other one needs a restart.
+var live = map[string]bool{
+	"Backends": true, "Strategy": true,
+	"HealthInterval": true, "HealthTimeout": true, "HealthPath": true, "HealthStatus": true,
+	"HealthFall": true, "HealthRise": true,
+	"BucketCapacity": true, "BucketRefillAmount": true, "BucketRefillInterval": true,
+	"LogLevel": true, "AccessLog": true,
+}
+
+// reload reads and applies the configuration; it reports whether the new
+// one was accepted.
+func (r *reloader) reload() bool {
+	merged, err := configEnviron(r.environ)
+	var next Config
+	if err == nil {
+		next, err = LoadConfig(merged)
+	}
+	if err == nil && (r.access == nil) != (next.AccessLog == "off") {
+		err = errRestart("EQUALIZER_ACCESS_LOG", "turning the access log on or off")
+	}
+	if err != nil {
+		r.log.Error().Err(err).Msg("configuration reload rejected; the running configuration stays")
+		return false
+	}
+	var changed, ignored []string
+	old := reflect.ValueOf(r.cfg)
+	now := reflect.ValueOf(next)
+	t := old.Type()
+	for i := range t.NumField() {
+		if reflect.DeepEqual(old.Field(i).Interface(), now.Field(i).Interface()) {
+			continue
+		}
+		name := envName(t.Field(i).Name)
+		if live[t.Field(i).Name] {
+			changed = append(changed, name)
+		} else {
+			ignored = append(ignored, name)
+		}
+	}
+	if len(ignored) > 0 {
+		r.log.Warn().Strs("settings", ignored).Msg("configuration reload: these need a restart and were left as they are")
+	}
+	r.apply(next)
+	// The ignored settings keep their running values.
+	applied := r.cfg
+	for i := range t.NumField() {
+		if live[t.Field(i).Name] {
+			reflect.ValueOf(&applied).Elem().Field(i).Set(now.Field(i))
+		}
+	}
+	r.cfg = applied
+	r.log.Info().Strs("changed", changed).Msg("configuration reloaded")
+	return true
+}
+
+type restartError struct{ name, what string }
+
+func (e restartError) Error() string { return e.what + " (" + e.name + ") needs a restart" }
+
+func errRestart(name, what string) error { return restartError{name, what} }
+
+// apply makes the running proxy match next's live settings.
+func (r *reloader) apply(next Config) {
+	cur := r.cfg
+	if !reflect.DeepEqual(cur.Backends, next.Backends) {
+		r.applyBackends(next.Backends)
+	}
+	if cur.Strategy != next.Strategy {
+		s, _ := pool.NewStrategy(next.Strategy) // checked by LoadConfig
+		r.pool.SetStrategy(s)
+	}
+	status, _ := pool.ParseStatusSet(next.HealthStatus)
+	r.checker.SetConfig(pool.HealthConfig{
+		Interval: next.HealthInterval, Timeout: next.HealthTimeout, Path: next.HealthPath, Status: status,
+		Fall: next.HealthFall, Rise: next.HealthRise,
+	})
+	if cur.BucketCapacity != next.BucketCapacity || cur.RatePerSec() != next.RatePerSec() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := r.lim.SetDefaults(ctx, next.BucketCapacity, next.RatePerSec(), time.Now().UnixNano()); err != nil {
+			r.log.Error().Err(err).Msg("configuration reload: new default bucket not applied in memory")
+		}
+		if r.pg != nil {
+			n, err := r.pg.SetDefaults(ctx, limiter.Defaults{Capacity: cur.BucketCapacity, RatePerSec: cur.RatePerSec()},
+				limiter.Defaults{Capacity: next.BucketCapacity, RatePerSec: next.RatePerSec()})
+			if err != nil {
+				r.log.Error().Err(err).Msg("configuration reload: stored automatic buckets keep the old default until the next reload")
+			} else {
+				r.log.Info().Int64("rows", n).Msg("automatic buckets in PostgreSQL moved to the new default")
+			}
+		}
+	}
+	if level, err := zerolog.ParseLevel(next.LogLevel); err == nil {
+		zerolog.SetGlobalLevel(level)
+	}
+	if r.access != nil && cur.AccessLog != next.AccessLog {
+		r.access.Retarget(next.AccessLog)
+	}
+}
+
+// applyBackends adds new backends, changes weights, brings back listed ones
+// that were drained, and drains then removes the ones no longer listed.
+func (r *reloader) applyBackends(specs []string) {
+	listed := map[*pool.Backend]bool{}
+	for _, spec := range specs {
+		nb, err := r.newBackend(spec)
+		if err != nil {
+			continue // checked by LoadConfig
+		}
+		if b := r.pool.Lookup(nb.URL); b != nil {
+			listed[b] = true
+			if b.Weight() != nb.Weight() {
+				r.pool.SetWeight(b, nb.Weight())
+			}
+			if b.State() != pool.Active {
+				r.pool.Activate(b)
+			}
+			continue
+		}
+		if err := r.pool.Add(nb); err != nil {
+			r.log.Error().Err(err).Str("backend", nb.URL).Msg("configuration reload: backend not added")
+			continue
+		}
+		listed[nb] = true
+		r.log.Info().Str("backend", nb.URL).Int("weight", nb.Weight()).Msg("backend added by reload")
+	}
+	for _, b := range r.pool.Backends() {
+		if !listed[b] && b.State() == pool.Active {
+			log := r.log
+			r.pool.Drain(b, true, func() { log.Info().Str("backend", b.URL).Msg("backend drained and removed by reload") })
+		}
+	}
+}
