@@ -569,3 +569,26 @@ func TestMostLimited(t *testing.T) {
 		t.Fatalf("%d limited, want 3 (c1 still has a token)", len(all))
 	}
 }
+
+func TestSetDefaultsMovesAutomaticBucketsOnly(t *testing.T) {
+	l := New(Config{Capacity: 10, RatePerSec: 1e-6}, NewMemoryStore())
+	ctx := context.Background()
+	for range 4 {
+		l.Allow([]byte("auto"), t0)
+	}
+	if err := l.Create(ctx, Bucket{ClientID: "admin", Capacity: 20, Tokens: 20, RatePerSec: 1, LastRefill: time.Unix(0, t0), Managed: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetDefaults(ctx, 5, 2, t0); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := l.Get("auto", t0); b.Capacity != 5 || b.WholeTokens() != 5 || b.RatePerSec != 2 {
+		t.Fatalf("automatic bucket after the change: %+v (6 tokens cut to the new capacity 5)", b)
+	}
+	if b, _ := l.Get("admin", t0); b.Capacity != 20 {
+		t.Fatalf("admin bucket changed: %+v", b)
+	}
+	if d := l.Allow([]byte("newcomer"), t0); d.Limit != 5 {
+		t.Fatalf("a new client got capacity %d", d.Limit)
+	}
+}
