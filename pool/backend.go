@@ -1,6 +1,8 @@
 package pool
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -21,6 +23,8 @@ import (
 type Backend struct {
 	// URL is the backend as configured, for example http://10.0.0.5:8080.
 	URL string
+	// TLS is the client configuration of an https backend; nil for http.
+	TLS *tls.Config
 	// Addr is host:port, the address the HostClient dials.
 	Addr   string
 	Client *fasthttp.HostClient
@@ -65,6 +69,25 @@ type ClientOptions struct {
 	StreamIdleTimeout time.Duration
 	// Log reports unsolicited backend bytes, throttled; nil logs nothing.
 	Log *logthrottle.Logger
+	// RootCAs verify https backends (EQUALIZER_BACKEND_CA); nil: the
+	// system roots.
+	RootCAs *x509.CertPool
+}
+
+// wrapTLS makes c a TLS client connection for an https backend, handshake
+// done by deadline; for http it returns c.
+func (b *Backend) wrapTLS(c net.Conn, deadline time.Time) (net.Conn, error) {
+	if b.TLS == nil {
+		return c, nil
+	}
+	t := tls.Client(c, b.TLS)
+	_ = t.SetDeadline(deadline)
+	if err := t.Handshake(); err != nil {
+		t.Close()
+		return nil, err
+	}
+	_ = t.SetDeadline(time.Time{})
+	return t, nil
 }
 
 // MaxWeight bounds a backend's weight.
@@ -93,15 +116,15 @@ func NewBackend(spec string, opt ClientOptions) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%q is not a URL: %v", rawURL, err)
 	}
-	if u.Scheme != "http" || u.Host == "" {
-		return nil, fmt.Errorf("%q is not an absolute http URL (want http://host:port)", rawURL)
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%q is not an absolute http or https URL (want http://host:port or https://host:port)", rawURL)
 	}
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
 		return nil, fmt.Errorf("%q must have no path, query or user info", rawURL)
 	}
 	addr := u.Host
 	if u.Port() == "" {
-		addr += ":80"
+		addr += map[string]string{"http": ":80", "https": ":443"}[u.Scheme]
 	} else if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
 		return nil, fmt.Errorf("%q has port %s; a port is 1 to 65535", rawURL, u.Port())
 	}
@@ -110,12 +133,17 @@ func NewBackend(spec string, opt ClientOptions) (*Backend, error) {
 	b := &Backend{URL: rawURL, Addr: addr, seed: seedOf(rawURL), log: opt.Log, streamIdle: opt.StreamIdleTimeout}
 	b.weight.Store(int32(weight))
 	b.idle.maxIdle = opt.MaxIdleConnTime
+	if u.Scheme == "https" {
+		// SNI and verification against the host name of the URL, with
+		// the system roots or EQUALIZER_BACKEND_CA.
+		b.TLS = &tls.Config{ServerName: u.Hostname(), RootCAs: opt.RootCAs, MinVersion: tls.VersionTLS12}
+	}
 	b.dial = func() (net.Conn, error) {
 		c, err := dialer.DialTimeout(addr, dialTimeout)
 		if err != nil {
 			return nil, err
 		}
-		return newUpstreamConn(c), nil
+		return b.wrapTLS(newUpstreamConn(c), time.Now().Add(dialTimeout))
 	}
 	b.Client = &fasthttp.HostClient{
 		Addr: addr,
@@ -127,6 +155,8 @@ func NewBackend(spec string, opt ClientOptions) (*Backend, error) {
 			return newUpstreamConn(c), nil
 		},
 		Transport: &transport{b: b},
+		IsTLS:     b.TLS != nil,
+		TLSConfig: b.TLS,
 		// The HostClient dials and counts connections (MaxConns); the
 		// transport keeps the idle ones itself (conns.go) and does its own
 		// waiting at the limit, so the HostClient never waits.

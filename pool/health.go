@@ -212,6 +212,9 @@ func (c *Checker) probe(b *Backend) probeResult {
 	if err != nil {
 		return result(0, err)
 	}
+	if conn, err = b.wrapTLS(conn, deadline); err != nil {
+		return result(0, err)
+	}
 	defer conn.Close()
 	if err := conn.SetDeadline(deadline); err != nil {
 		return result(0, err)

@@ -151,7 +151,7 @@ func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 		return false, &RoundTripError{StageConnect, err}
 	}
 	streaming := req.IsBodyStream() && t.b.streamIdle > 0
-	u, _ := conn.(*upstreamConn)
+	u := upstreamOf(conn)
 	if streaming && u != nil {
 		u.writeIdle, u.lastSet = t.b.streamIdle, time.Time{}
 	}

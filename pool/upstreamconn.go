@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"time"
@@ -54,11 +55,22 @@ func newUpstreamConn(c net.Conn) *upstreamConn {
 // Like nginx, which closes a kept-alive upstream connection that becomes
 // readable, it never reads what is pending.
 func idleCheck(c net.Conn) error {
-	u, ok := c.(*upstreamConn)
-	if !ok || u.fd < 0 {
+	u := upstreamOf(c)
+	if u == nil || u.fd < 0 {
 		return nil
 	}
 	return peekPending(u.fd)
+}
+
+// upstreamOf finds the upstreamConn under c, through TLS: on an https
+// backend any bytes that arrive on an idle connection are records nobody
+// asked for (data or a close), and the socket shows them the same way.
+func upstreamOf(c net.Conn) *upstreamConn {
+	if t, ok := c.(*tls.Conn); ok {
+		c = t.NetConn()
+	}
+	u, _ := c.(*upstreamConn)
+	return u
 }
 
 // CloseWrite half-closes the connection, for tunnels.

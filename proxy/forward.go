@@ -27,7 +27,14 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, x *exchange, b *pool.Backend) 
 	// on failure), so remember now whether there was one.
 	streamed := req.IsBodyStream()
 	var upstream time.Duration
+	tlsScheme := false
 	for attempt := 1; ; attempt++ {
+		if tls := b.TLS != nil; tls || tlsScheme {
+			// The HostClient refuses a request whose scheme is not its
+			// own; the target goes upstream in origin form either way.
+			setScheme(req, tls)
+			tlsScheme = tls
+		}
 		start := time.Now()
 		b.Begin()
 		b.Stats.Start()
@@ -59,6 +66,19 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, x *exchange, b *pool.Backend) 
 			next = b
 		}
 		b = next
+	}
+}
+
+var (
+	schemeHTTP  = []byte("http")
+	schemeHTTPS = []byte("https")
+)
+
+func setScheme(req *fasthttp.Request, tls bool) {
+	if tls {
+		req.URI().SetSchemeBytes(schemeHTTPS)
+	} else {
+		req.URI().SetSchemeBytes(schemeHTTP)
 	}
 }
 

@@ -28,7 +28,7 @@ func setForwarded(ctx *fasthttp.RequestCtx, f *fields, peer netip.Addr, trusted 
 		deleteAll(h, nameXForwardedProto)
 		deleteAll(h, nameXForwardedHost)
 	}
-	if ctx.IsTLS() {
+	if isTLS(ctx) {
 		h.Set(fasthttp.HeaderXForwardedProto, "https")
 	} else {
 		h.Set(fasthttp.HeaderXForwardedProto, "http")

@@ -20,12 +20,15 @@ import (
 type LenientListener struct {
 	net.Listener
 	Open *atomic.Int64
+	// TLS marks the connections as TLS (ln is a tls.NewListener): the
+	// server sees our wrapper, not the *tls.Conn, so ctx.IsTLS cannot tell.
+	TLS bool
 }
 
 // Listener wraps ln for the proxy's server, counting its connections in
-// p.Stats.OpenConns.
-func (p *Proxy) Listener(ln net.Listener) net.Listener {
-	return LenientListener{Listener: ln, Open: &p.Stats.OpenConns}
+// p.Stats.OpenConns; tls says ln terminates TLS.
+func (p *Proxy) Listener(ln net.Listener, tls bool) net.Listener {
+	return LenientListener{Listener: ln, Open: &p.Stats.OpenConns, TLS: tls}
 }
 
 // Accept implements net.Listener.
@@ -37,7 +40,7 @@ func (l LenientListener) Accept() (net.Conn, error) {
 	if l.Open != nil {
 		l.Open.Add(1)
 	}
-	return &clientConn{Conn: c, atHead: true, open: l.Open}, nil
+	return &clientConn{Conn: c, atHead: true, open: l.Open, tls: l.TLS}, nil
 }
 
 // clientConn is a client connection that knows when a request head starts.
@@ -50,6 +53,7 @@ type clientConn struct {
 	body    requestBody // the streamed request body's wrapper, reused
 	open    *atomic.Int64
 	closed  atomic.Bool
+	tls     bool        // the connection is TLS, terminated below this wrapper
 	pending pendingLine // a streamed response's access log line
 }
 
@@ -126,4 +130,12 @@ func requestDone(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	c.atHead = true
+}
+
+// isTLS reports whether the client spoke TLS to us.
+func isTLS(ctx *fasthttp.RequestCtx) bool {
+	if c, ok := ctx.Conn().(*clientConn); ok && c.tls {
+		return true
+	}
+	return ctx.IsTLS()
 }

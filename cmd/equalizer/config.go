@@ -71,6 +71,10 @@ type Config struct {
 	RequestID string `env:"EQUALIZER_REQUEST_ID" envDefault:"X-Request-ID" help:"request ID header: a client's sane value is kept, otherwise one is made; sent to the backend, returned to the client, logged; empty turns it off"`
 	AccessLog string `env:"EQUALIZER_ACCESS_LOG" envDefault:"off" help:"off, stdout, or a file path: one JSON line per request; SIGUSR1 reopens the file (logrotate)"`
 
+	TLSCert   string `env:"EQUALIZER_TLS_CERT" help:"PEM certificate (chain) file: the proxy listener speaks TLS 1.2+; reloaded on SIGHUP"`
+	TLSKey    string `env:"EQUALIZER_TLS_KEY" help:"PEM private key file of EQUALIZER_TLS_CERT"`
+	BackendCA string `env:"EQUALIZER_BACKEND_CA" help:"PEM file of the authorities that sign https:// backends' certificates; empty: the system roots"`
+
 	Pprof bool `env:"EQUALIZER_PPROF" envDefault:"false" help:"serve /debug/pprof on the admin listener"`
 
 	DemoHost string `env:"EQUALIZER_DEMO_HOST" envDefault:"127.0.0.1" help:"address the -demo backends listen on (ports 8081-8083)"`
@@ -198,6 +202,17 @@ func (c *Config) validate(environ map[string]string) error {
 	}
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		return bad("LogFormat", "want json or console")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return bad("TLSCert", "EQUALIZER_TLS_CERT and EQUALIZER_TLS_KEY go together: set both or neither")
+	}
+	if c.TLSCert != "" {
+		if _, err := loadCert(c.TLSCert, c.TLSKey); err != nil {
+			return bad("TLSCert", "cannot load the certificate and key: "+oneLine(err))
+		}
+	}
+	if _, err := loadCAs(c.BackendCA); err != nil {
+		return bad("BackendCA", oneLine(err))
 	}
 	if c.RequestID != "" && !proxy.ValidHeaderName(c.RequestID) {
 		return bad("RequestID", "must be a header name such as X-Request-ID, or empty for none")

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -107,6 +108,10 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 	}
 
 	backendLog := logthrottle.New(log, 10*time.Second)
+	backendCAs, err := loadCAs(cfg.BackendCA)
+	if err != nil {
+		return fmt.Errorf("EQUALIZER_BACKEND_CA: %w", err)
+	}
 	newBackend := func(spec string) (*pool.Backend, error) {
 		return pool.NewBackend(strings.TrimSpace(spec), pool.ClientOptions{
 			DialTimeout:       cfg.DialTimeout,
@@ -115,6 +120,7 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 			ReadBufferSize:    cfg.MaxHeaderSize,
 			StreamIdleTimeout: cfg.StreamIdleTimeout,
 			Log:               backendLog,
+			RootCAs:           backendCAs,
 		})
 	}
 	backends := make([]*pool.Backend, 0, len(cfg.Backends))
@@ -213,6 +219,17 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 	if err != nil {
 		return fmt.Errorf("EQUALIZER_LISTEN: %w", err)
 	}
+	var certs *certStore
+	if cfg.TLSCert != "" {
+		cert, err := loadCert(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			proxyLn.Close()
+			return fmt.Errorf("EQUALIZER_TLS_CERT: %w", err)
+		}
+		certs = &certStore{}
+		certs.cert.Store(cert)
+		proxyLn = tls.NewListener(proxyLn, certs.tlsConfig())
+	}
 	adminLn, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
 		proxyLn.Close()
@@ -265,7 +282,7 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 
 	pgStore, _ := store.(*pgstore.Store)
 	reload := &reloader{cfg: cfg, environ: env, pool: backendPool, checker: checker, lim: lim, pg: pgStore,
-		access: access, newBackend: newBackend, log: log}
+		access: access, certs: certs, newBackend: newBackend, log: log}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -276,12 +293,12 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 	}()
 
 	serveErr := make(chan error, 2)
-	go func() { serveErr <- proxyServer.Serve(px.Listener(proxyLn)) }()
+	go func() { serveErr <- proxyServer.Serve(px.Listener(proxyLn, certs != nil)) }()
 	go func() { serveErr <- adminServer.Serve(adminLn) }()
 	log.Info().Str("listen", proxyLn.Addr().String()).Str("admin", adminLn.Addr().String()).
 		Strs("backends", cfg.Backends).Str("strategy", cfg.Strategy).Str("client_key", cfg.ClientKey).
 		Int64("bucket_capacity", cfg.BucketCapacity).Float64("rate_per_sec", cfg.RatePerSec()).
-		Bool("postgres", cfg.DatabaseURL != "").Msg("gopher-equalizer started")
+		Bool("postgres", cfg.DatabaseURL != "").Bool("tls", certs != nil).Msg("gopher-equalizer started")
 
 	var runErr error
 	select {

@@ -26,6 +26,7 @@ type reloader struct {
 	lim        *limiter.Limiter
 	pg         *pgstore.Store // nil without a database
 	access     *accesslog.Log // nil when the access log is off
+	certs      *certStore     // nil without TLS
 	newBackend func(string) (*pool.Backend, error)
 	log        zerolog.Logger
 }
@@ -36,7 +37,7 @@ var live = map[string]bool{
 	"HealthInterval": true, "HealthTimeout": true, "HealthPath": true, "HealthStatus": true,
 	"HealthFall": true, "HealthRise": true,
 	"BucketCapacity": true, "BucketRefillAmount": true, "BucketRefillInterval": true,
-	"LogLevel": true, "AccessLog": true,
+	"LogLevel": true, "AccessLog": true, "TLSCert": true, "TLSKey": true,
 }
 
 // reload reads and applies the configuration; it reports whether the new
@@ -49,6 +50,9 @@ func (r *reloader) reload() bool {
 	}
 	if err == nil && (r.access == nil) != (next.AccessLog == "off") {
 		err = errRestart("EQUALIZER_ACCESS_LOG", "turning the access log on or off")
+	}
+	if err == nil && (r.certs == nil) != (next.TLSCert == "") {
+		err = errRestart("EQUALIZER_TLS_CERT", "turning TLS on or off")
 	}
 	if err != nil {
 		r.log.Error().Err(err).Msg("configuration reload rejected; the running configuration stays")
@@ -127,6 +131,13 @@ func (r *reloader) apply(next Config) {
 	}
 	if r.access != nil && cur.AccessLog != next.AccessLog {
 		r.access.Retarget(next.AccessLog)
+	}
+	if r.certs != nil {
+		// Read again even if the names did not change: certbot renews in
+		// place. LoadConfig just loaded the pair, so it is valid.
+		if cert, err := loadCert(next.TLSCert, next.TLSKey); err == nil {
+			r.certs.cert.Store(cert)
+		}
 	}
 }
 
