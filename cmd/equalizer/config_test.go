@@ -37,7 +37,7 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 	}
 	f("EQUALIZER_STRATEGY", "fastest")
 	f("EQUALIZER_BACKENDS", "localhost:8081")
-	f("EQUALIZER_BACKENDS", "https://a:1")
+	f("EQUALIZER_BACKENDS", "ws://a:1")
 	f("EQUALIZER_BACKENDS", "http://a:1,ftp://b")
 	f("EQUALIZER_BACKENDS", " ")
 	f("EQUALIZER_BUCKET_CAPACITY", "0")
