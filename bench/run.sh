@@ -67,9 +67,10 @@ start() {
   PIDS+=($!)
 }
 
-wait_http() { # wait until http://$1/ answers at all
+url_of() { case $1 in *://*) echo "$1/" ;; *) echo "http://$1/" ;; esac; }
+wait_http() { # wait until the target ($1: host:port or https://host:port) answers at all
   for _ in $(seq 1 200); do
-    if curl -s -o /dev/null -m 1 "http://$1/" -H 'X-Client: warmup'; then return 0; fi
+    if curl -sk -o /dev/null -m 1 "$(url_of "$1")" -H 'X-Client: warmup'; then return 0; fi
     sleep 0.05
   done
   echo "$1 did not come up; the logs:" >&2
@@ -111,7 +112,25 @@ start equalizer-429 env -i PATH="$PATH" EQUALIZER_LISTEN=127.0.0.1:9205 EQUALIZE
   EQUALIZER_BACKENDS="$BACKENDS" EQUALIZER_LOG_LEVEL=warn \
   EQUALIZER_BUCKET_CAPACITY=1 EQUALIZER_BUCKET_REFILL_AMOUNT=1 EQUALIZER_BUCKET_REFILL_INTERVAL=24h "$WORK/equalizer"
 
+# One self-signed certificate for the TLS targets (gopher-equalizer and
+# nginx with 2 workers terminate TLS with it; wrk does not verify).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+  -keyout "$WORK/tls.key" -out "$WORK/tls.pem" 2>/dev/null
+eq equalizer-tls 9210 EQUALIZER_TLS_CERT="$WORK/tls.pem" EQUALIZER_TLS_KEY="$WORK/tls.key"
+
 for workers in 1 2; do
+  tls_server=""
+  [ "$workers" = 2 ] && tls_server="server {
+    listen 127.0.0.1:9303 ssl;
+    ssl_certificate $WORK/tls.pem;
+    ssl_certificate_key $WORK/tls.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass http://backends;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }
+  }"
   cat >"$WORK/nginx$workers.conf" <<CONF
 worker_processes $workers;
 pid $WORK/nginx$workers.pid;
@@ -133,6 +152,7 @@ http {
       proxy_set_header Connection "";
     }
   }
+  $tls_server
 }
 CONF
   start "nginx-$workers" nginx -c "$WORK/nginx$workers.conf" -g 'daemon off;' -e stderr
@@ -199,6 +219,8 @@ TARGETS=(
   "caddy 127.0.0.1:9320"
   "gopher-equalizer-429 127.0.0.1:9205"
   "gopher-equalizer-one-client-header 127.0.0.1:9204 single.lua"
+  "gopher-equalizer-tls https://127.0.0.1:9210"
+  "nginx-2-workers-tls https://127.0.0.1:9303"
   "gopher-equalizer-100k-clients 127.0.0.1:9204 many.lua"
   "gopher-equalizer-postgres-100k-clients 127.0.0.1:9207 many.lua"
 )
@@ -241,7 +263,7 @@ for round in $(seq 1 "$ROUNDS"); do
       file="$OUT/$name-c$c-r$round.txt"
       pids=$(pids_on "$addr")
       t0=$(cpu_ticks $pids)
-      timeout $((DURATION + 30)) wrk "${args[@]}" "http://$addr/" >"$file" 2>&1 || true
+      timeout $((DURATION + 30)) wrk "${args[@]}" "$(url_of "$addr")" >"$file" 2>&1 || true
       t1=$(cpu_ticks $pids)
       reqs=$(awk '/requests in/ {print $1}' "$file")
       cpu_us=$(awk -v d=$(((t1 - t0) * TICK_US)) -v n="${reqs:-0}" 'BEGIN { if (n > 0) printf "%.2f", d / n; else print "" }')

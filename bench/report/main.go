@@ -205,6 +205,9 @@ func write(w io.Writer, order []string, connsList []int, sum map[key]summary) {
 		fmt.Fprintf(w, "- PostgreSQL persistence and sync / in-memory store, 100,000 clients: %s\n",
 			ratio(sum[key{"gopher-equalizer-postgres-100k-clients", c}].rps, sum[key{"gopher-equalizer-100k-clients", c}].rps))
 		fmt.Fprintf(w, "- 429 path / forward path: %s\n", ratio(sum[key{"gopher-equalizer-429", c}].rps, eq.rps))
+		etls, ntls := sum[key{"gopher-equalizer-tls", c}], sum[key{"nginx-2-workers-tls", c}]
+		fmt.Fprintf(w, "- TLS termination, gopher-equalizer / nginx 2 workers (same certificate): %s requests/s; p99 %v vs %v\n",
+			ratio(etls.rps, ntls.rps), etls.p99.Round(time.Microsecond), ntls.p99.Round(time.Microsecond))
 		fmt.Fprintf(w, "- 100,000 clients / one client (both header-keyed, via wrk Lua): %s\n",
 			ratio(sum[key{"gopher-equalizer-100k-clients", c}].rps, sum[key{"gopher-equalizer-one-client-header", c}].rps))
 		// A run of some targets only (ONLY=) leaves some ratios unknown.
