@@ -38,6 +38,9 @@ type Config struct {
 	// NewBackend builds a backend from "URL weight=N" with the proxy's
 	// client settings, for POST /backends.
 	NewBackend func(spec string) (*pool.Backend, error)
+	// SaveBackend stores a backend change for every instance (PostgreSQL);
+	// nil keeps changes in this process.
+	SaveBackend func(ctx context.Context, c pool.Change) error
 }
 
 // API is the admin handler.

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/url"
@@ -98,17 +99,37 @@ func (a *API) addBackend(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, "url: "+err.Error())
 		return
 	}
-	if err := a.pool.Add(b); err != nil {
-		status := fasthttp.StatusBadRequest
-		if errors.Is(err, pool.ErrExists) {
-			status = fasthttp.StatusConflict
-		}
-		writeError(ctx, status, err.Error())
+	if a.pool.Lookup(b.Addr) != nil || a.pool.Lookup(b.URL) != nil {
+		writeError(ctx, fasthttp.StatusConflict, pool.ErrExists.Error())
 		return
 	}
-	a.log.Info().Str("backend", b.URL).Int("weight", b.Weight()).Msg("backend added through the admin API")
-	ctx.Response.Header.Set(fasthttp.HeaderLocation, "/backends/"+b.Addr)
-	writeJSON(ctx, fasthttp.StatusCreated, backendView(b))
+	if !a.changeBackend(ctx, pool.Change{URL: b.URL, Weight: b.Weight(), State: "active"}) {
+		return
+	}
+	added := a.pool.Lookup(b.URL)
+	if added == nil {
+		writeError(ctx, fasthttp.StatusInternalServerError, "the backend was stored but is not in the pool")
+		return
+	}
+	a.log.Info().Str("backend", added.URL).Int("weight", added.Weight()).Msg("backend added through the admin API")
+	ctx.Response.Header.Set(fasthttp.HeaderLocation, "/backends/"+added.Addr)
+	writeJSON(ctx, fasthttp.StatusCreated, backendView(added))
+}
+
+// changeBackend stores c for every instance (when a store is configured;
+// 503 if it is down, and nothing changes) and applies it here.
+func (a *API) changeBackend(ctx *fasthttp.RequestCtx, c pool.Change) bool {
+	if a.cfg.SaveBackend != nil {
+		if err := a.storeCall(func(sc context.Context) error { return a.cfg.SaveBackend(sc, c) }); err != nil {
+			a.writeStoreError(ctx, err)
+			return false
+		}
+	}
+	if err := a.pool.Apply(c, a.cfg.NewBackend); err != nil && !errors.Is(err, pool.ErrExists) {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return false
+	}
+	return true
 }
 
 // patchBackend: {"weight": 3} and/or {"state": "drained" | "active"}.
@@ -143,16 +164,15 @@ func (a *API) patchBackend(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
+	c := pool.ChangeOf(b)
 	if weight > 0 {
-		a.pool.SetWeight(b, int(weight))
+		c.Weight = int(weight)
 	}
-	switch state {
-	case "active":
-		a.pool.Activate(b)
-	case "drained":
-		if b.State() == pool.Active {
-			a.pool.Drain(b, false, nil)
-		}
+	if state != "" {
+		c.State = state
+	}
+	if !a.changeBackend(ctx, c) {
+		return
 	}
 	a.log.Info().Str("backend", b.URL).Int("weight", b.Weight()).Str("state", b.State().String()).Msg("backend changed through the admin API")
 	ctx.SetStatusCode(fasthttp.StatusNoContent)
@@ -165,9 +185,11 @@ func (a *API) deleteBackend(ctx *fasthttp.RequestCtx) {
 	if b == nil {
 		return
 	}
-	log := a.log
-	a.pool.Drain(b, true, func() {
-		log.Info().Str("backend", b.URL).Msg("backend drained and removed through the admin API")
-	})
+	c := pool.ChangeOf(b)
+	c.State = "removed"
+	if !a.changeBackend(ctx, c) {
+		return
+	}
+	a.log.Info().Str("backend", b.URL).Msg("backend draining, to be removed, through the admin API")
 	writeJSON(ctx, fasthttp.StatusAccepted, backendView(b))
 }

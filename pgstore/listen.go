@@ -11,15 +11,17 @@ import (
 	"gopher-equalizer/limiter"
 )
 
-// Listen applies every admin change, made on any instance, to lim until ctx
-// ends: LISTEN on a connection of its own, and the changed row read back
-// for each notification. After a (re)connect it re-reads the rows changed
-// since the last change it saw, so a change made while it was away still
+// Listen applies every admin change, made on any instance, until ctx ends:
+// bucket changes to lim, backend changes through onBackend (nil: ignored).
+// It LISTENs on a connection of its own and reads the changed row back for
+// each notification. After a (re)connect it re-reads the rows changed since
+// the last change it saw, so a change made while it was away still
 // arrives. report gets each connection failure.
-func (s *Store) Listen(ctx context.Context, lim *limiter.Limiter, report func(error)) {
+func (s *Store) Listen(ctx context.Context, lim *limiter.Limiter, onBackend func(BackendRow), report func(error)) {
 	since := time.Now().Add(-time.Second) // start-up loaded everything older
+	backendsSince := since
 	for ctx.Err() == nil {
-		err := s.listenOnce(ctx, lim, &since)
+		err := s.listenOnce(ctx, lim, onBackend, &since, &backendsSince)
 		if ctx.Err() != nil {
 			return
 		}
@@ -32,23 +34,44 @@ func (s *Store) Listen(ctx context.Context, lim *limiter.Limiter, report func(er
 	}
 }
 
-func (s *Store) listenOnce(ctx context.Context, lim *limiter.Limiter, since *time.Time) error {
+func (s *Store) listenOnce(ctx context.Context, lim *limiter.Limiter, onBackend func(BackendRow), since, backendsSince *time.Time) error {
 	pooled, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
 	conn := pooled.Hijack() // the connection is this loop's until it fails
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel+"; LISTEN "+backendsChannel); err != nil {
 		return err
 	}
 	if err := s.catchUp(ctx, lim, since); err != nil {
 		return err
 	}
+	if onBackend != nil {
+		if err := s.catchUpBackends(ctx, onBackend, backendsSince); err != nil {
+			return err
+		}
+	}
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return err
+		}
+		if n.Channel == backendsChannel {
+			if onBackend == nil {
+				continue
+			}
+			row, err := s.backendChanged(ctx, n.Payload)
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			if err == nil {
+				onBackend(row)
+				if row.ChangedAt.After(*backendsSince) {
+					*backendsSince = row.ChangedAt
+				}
+			}
+			continue
 		}
 		row, err := s.state(ctx, n.Payload)
 		if errors.Is(err, pgx.ErrNoRows) {

@@ -293,7 +293,7 @@ func TestListenAppliesAdminChangesOfOtherInstances(t *testing.T) {
 	lim := limiter.New(limiter.Config{Capacity: 10, RatePerSec: 1, Persist: true}, b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go b.Listen(ctx, lim, func(err error) { t.Log(err) })
+	go b.Listen(ctx, lim, nil, func(err error) { t.Log(err) })
 	time.Sleep(200 * time.Millisecond) // LISTEN in place
 	wait := func(what string, cond func() bool) {
 		t.Helper()

@@ -135,3 +135,53 @@ func TestBackendsAPIAddDrainRemove(t *testing.T) {
 	}
 	in.stop(t, syscall.SIGTERM)
 }
+
+// TestBackendChangesReachEveryInstance: with PostgreSQL, a backend added,
+// changed or deleted through one instance's API is seen by the others
+// within a second, and survives their restarts.
+func TestBackendChangesReachEveryInstance(t *testing.T) {
+	x, _ := countingBackend(t, 0)
+	y, _ := countingBackend(t, 0)
+	_, env, ins := startShared(t, 2, "100", "100")
+	env["EQUALIZER_BACKENDS"] = "http://" + x
+	// startShared's instances use another backend: restart both on x.
+	for i := range ins {
+		ins[i].stop(t, syscall.SIGTERM)
+		ins[i] = startInstanceOf(t, plainBinary(t), env)
+	}
+	a, b := ins[0], ins[1]
+	seen := func(what string, in *instance, cond func(body string) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Second); ; time.Sleep(20 * time.Millisecond) {
+			_, body := in.adminCall(t, "GET", "/backends", "")
+			if cond(body) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not seen within 1 s: %s", what, body)
+			}
+		}
+	}
+	if code, body := a.adminCall(t, "POST", "/backends", `{"url":"http://`+y+`"}`); code != 201 {
+		t.Fatalf("POST: %d %s", code, body)
+	}
+	seen("the added backend", b, func(body string) bool { return contains(body, `"id":"`+y+`"`) })
+	if code, body := b.adminCall(t, "PATCH", "/backends/"+y, `{"weight":3}`); code != 204 {
+		t.Fatalf("PATCH: %d %s", code, body)
+	}
+	seen("the new weight", a, func(body string) bool { return contains(body, `"id":"`+y+`","url":"http://`+y+`","weight":3`) })
+	a.stop(t, syscall.SIGTERM)
+	a = startInstanceOf(t, plainBinary(t), env)
+	seen("the stored backend after a restart", a, func(body string) bool { return contains(body, `"id":"`+y+`","url":"http://`+y+`","weight":3`) })
+	if code, _ := a.adminCall(t, "DELETE", "/backends/"+y, ""); code != 202 {
+		t.Fatal("DELETE")
+	}
+	seen("the removal", b, func(body string) bool { return !contains(body, y) })
+	b.stop(t, syscall.SIGTERM)
+	b = startInstanceOf(t, plainBinary(t), env)
+	if _, body := b.adminCall(t, "GET", "/backends", ""); contains(body, y) || !contains(body, x) {
+		t.Fatalf("after a restart: %s", body)
+	}
+	a.stop(t, syscall.SIGTERM)
+	b.stop(t, syscall.SIGTERM)
+}

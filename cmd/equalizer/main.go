@@ -149,6 +149,26 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 		// others at EQUALIZER_SYNC_INTERVAL.
 		DeferRounds: max(int(cfg.PersistInterval/max(cfg.SyncInterval, 1))-1, 0),
 	}, store)
+	applyStored := func(r pgstore.BackendRow) {
+		if err := backendPool.Apply(pool.Change{URL: r.URL, Weight: r.Weight, State: r.State}, newBackend); err != nil && !errors.Is(err, pool.ErrExists) {
+			log.Error().Err(err).Str("backend", r.URL).Msg("stored backend change not applied")
+		}
+	}
+	var saveBackend func(context.Context, pool.Change) error
+	if pg, ok := store.(*pgstore.Store); ok {
+		// Backend changes made through the API on any instance, on top of
+		// the configuration.
+		rows, err := pg.Backends(context.Background())
+		if err != nil {
+			return fmt.Errorf("load backend changes: %w", err)
+		}
+		for _, r := range rows {
+			applyStored(r)
+		}
+		saveBackend = func(ctx context.Context, c pool.Change) error {
+			return pg.SaveBackend(ctx, pgstore.BackendRow{URL: c.URL, Weight: c.Weight, State: c.State})
+		}
+	}
 	if pg, ok := store.(*pgstore.Store); ok {
 		start := time.Now()
 		n, err := pg.LoadInto(context.Background(), lim, cfg.MaxBuckets*9/10) // room for new clients
@@ -201,7 +221,7 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 		Logger:             fasthttpLogger{log},
 	}
 	api := admin.New(admin.Config{Token: cfg.AdminToken, DefaultLimit: cfg.APIDefaultLimit, RatePerSec: cfg.RatePerSec(),
-		Hosts: cfg.AdminHosts, Pprof: cfg.Pprof, NewBackend: newBackend},
+		Hosts: cfg.AdminHosts, Pprof: cfg.Pprof, NewBackend: newBackend, SaveBackend: saveBackend},
 		lim, backendPool, metrics.New(metrics.Sources{Proxy: px, Pool: backendPool, Limiter: lim, Persist: cfg.DatabaseURL != "", AccessLogDropped: access.DroppedFunc(),
 			Capacity: cfg.BucketCapacity, RefillPerSec: cfg.RatePerSec()}), log)
 	adminServer := &fasthttp.Server{
@@ -260,7 +280,7 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 	if pg, ok := store.(*pgstore.Store); ok {
 		// Admin changes made on any instance, and the purge of unused rows.
 		background.Go(func() {
-			pg.Listen(persistCtx, lim, throttle(log, 10*time.Second, "admin changes of other instances not received; reconnecting"))
+			pg.Listen(persistCtx, lim, applyStored, throttle(log, 10*time.Second, "admin changes of other instances not received; reconnecting"))
 		})
 		background.Go(func() {
 			pg.RunPurge(persistCtx, cfg.BucketTTL, min(cfg.BucketTTL/24, time.Hour), throttle(log, time.Minute, "purging unused bucket rows failed"))
@@ -282,7 +302,7 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 
 	pgStore, _ := store.(*pgstore.Store)
 	reload := &reloader{cfg: cfg, environ: env, pool: backendPool, checker: checker, lim: lim, pg: pgStore,
-		access: access, certs: certs, newBackend: newBackend, log: log}
+		access: access, certs: certs, newBackend: newBackend, applyStored: applyStored, log: log}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

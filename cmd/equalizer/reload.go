@@ -28,7 +28,10 @@ type reloader struct {
 	access     *accesslog.Log // nil when the access log is off
 	certs      *certStore     // nil without TLS
 	newBackend func(string) (*pool.Backend, error)
-	log        zerolog.Logger
+	// applyStored applies a backend change stored through the API; the
+	// reload re-applies them over the file's list.
+	applyStored func(pgstore.BackendRow)
+	log         zerolog.Logger
 }
 
 // live are the settings a reload applies; every other one needs a restart.
@@ -100,6 +103,18 @@ func (r *reloader) apply(next Config) {
 	cur := r.cfg
 	if !reflect.DeepEqual(cur.Backends, next.Backends) {
 		r.applyBackends(next.Backends)
+		if r.pg != nil {
+			// Changes made through the API stay on top of the file.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			rows, err := r.pg.Backends(ctx)
+			cancel()
+			if err != nil {
+				r.log.Error().Err(err).Msg("configuration reload: stored backend changes not re-applied")
+			}
+			for _, row := range rows {
+				r.applyStored(row)
+			}
+		}
 	}
 	if cur.Strategy != next.Strategy {
 		s, _ := pool.NewStrategy(next.Strategy) // checked by LoadConfig
