@@ -9,6 +9,7 @@
 #   BASELINE=48d227b bench/run.sh     # also gopher-equalizer built from an
 #                                     # earlier commit, interleaved in the same run
 #   ONLY='100k' bench/run.sh          # only the targets whose name matches
+#   BACKEND=nethttp bench/run.sh      # net/http backends instead of fasthttp ones
 #
 # Output: a Markdown table on stdout and in bench/out/results.md, raw wrk
 # output in bench/out/, a chart in bench/out/chart.svg.
@@ -17,6 +18,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 ROUNDS=${ROUNDS:-3}
+BACKEND=${BACKEND:-fasthttp} # or nethttp: Go's net/http backends, closer to what users run
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-"64 256"}
 WRK_THREADS=${WRK_THREADS:-2}
@@ -79,7 +81,7 @@ wait_http() { # wait until the target ($1: host:port or https://host:port) answe
 }
 
 B1=127.0.0.1:9101 B2=127.0.0.1:9102 B3=127.0.0.1:9103
-start backend "$WORK/backend" $B1 $B2 $B3
+start backend "$WORK/backend" -impl "$BACKEND" $B1 $B2 $B3
 wait_http $B1
 
 BACKENDS="http://$B1,http://$B2,http://$B3"
@@ -280,7 +282,7 @@ PG_STATS=$(pgq "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tab
 WAL_BYTES=$(pgq "SELECT pg_current_wal_lsn() - '$WAL0'::pg_lsn")
 {
   echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $(go version | cut -d' ' -f3)"
-  echo "Command: ${BASELINE:+BASELINE=$BASELINE }ROUNDS=$ROUNDS DURATION=$DURATION CONNS=\"$CONNS\" WRK_THREADS=$WRK_THREADS bench/run.sh"
+  echo "Command: BACKEND=$BACKEND ${BASELINE:+BASELINE=$BASELINE }ROUNDS=$ROUNDS DURATION=$DURATION CONNS=\"$CONNS\" WRK_THREADS=$WRK_THREADS bench/run.sh"
   echo
   "$WORK/report" -svg "$OUT/chart.svg" "$OUT/results.tsv"
   if [ "$PG_TARGETS" -gt 0 ]; then
