@@ -120,7 +120,10 @@ func isToken(name []byte) bool {
 	return true
 }
 
-var tokenChars = func() (t [256]bool) {
+var tokenChars = charTable("!#$%&'*+-.^_`|~")
+
+// charTable marks letters, digits and the extra bytes.
+func charTable(extra string) (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
 	}
@@ -128,8 +131,8 @@ var tokenChars = func() (t [256]bool) {
 		t[c] = true
 		t[c-'a'+'A'] = true
 	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
+	for i := range len(extra) {
+		t[extra[i]] = true
 	}
 	return t
-}()
+}

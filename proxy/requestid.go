@@ -86,16 +86,4 @@ func saneRequestID(id []byte) bool {
 	return true
 }
 
-var requestIDChars = func() (t [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range "._~:/+=@-" {
-		t[c] = true
-	}
-	return t
-}()
+var requestIDChars = charTable("._~:/+=@-")

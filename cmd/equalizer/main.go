@@ -290,27 +290,13 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 	accessCtx, stopAccess := context.WithCancel(context.Background())
 	if access != nil {
 		go access.Run(accessCtx)
-		reopen := make(chan os.Signal, 1)
-		signal.Notify(reopen, syscall.SIGUSR1)
-		defer signal.Stop(reopen)
-		go func() {
-			for range reopen {
-				access.Reopen()
-			}
-		}()
+		defer onSignal(syscall.SIGUSR1, access.Reopen)()
 	}
 
 	pgStore, _ := store.(*pgstore.Store)
 	reload := &reloader{cfg: cfg, environ: env, pool: backendPool, checker: checker, lim: lim, pg: pgStore,
 		access: access, certs: certs, newBackend: newBackend, applyStored: applyStored, log: log}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	go func() {
-		for range hup {
-			reload.reload()
-		}
-	}()
+	defer onSignal(syscall.SIGHUP, func() { reload.reload() })()
 
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- proxyServer.Serve(px.Listener(proxyLn, certs != nil)) }()
@@ -377,6 +363,19 @@ func openStore(cfg Config, log zerolog.Logger) (limiter.Store, func(), error) {
 		return nil, nil, fmt.Errorf("EQUALIZER_DATABASE_URL: %w", err)
 	}
 	return st, st.Close, nil
+}
+
+// onSignal runs f, one call at a time, each time sig arrives, until the
+// returned stop is called.
+func onSignal(sig os.Signal, f func()) (stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, sig)
+	go func() {
+		for range ch {
+			f()
+		}
+	}()
+	return func() { signal.Stop(ch); close(ch) }
 }
 
 // openAccessLog opens EQUALIZER_ACCESS_LOG; nil when it is off.
