@@ -2,8 +2,10 @@ package proxy
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"sync/atomic"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -55,6 +57,7 @@ type clientConn struct {
 	closed  atomic.Bool
 	tls     bool        // the connection is TLS, terminated below this wrapper
 	pending pendingLine // a streamed response's access log line
+	linger  bool        // close lingering: the client may still be sending a body
 }
 
 // Close implements net.Conn, counting the connection closed once.
@@ -62,7 +65,38 @@ func (c *clientConn) Close() error {
 	if c.open != nil && c.closed.CompareAndSwap(false, true) {
 		c.open.Add(-1)
 	}
+	if c.linger {
+		c.linger = false
+		lingeringClose(c.Conn)
+	}
 	return c.Conn.Close()
+}
+
+// Lingering close, as nginx does it: a client still sending a body we
+// refused (413 mid-upload, an early 429) would get a reset on its next
+// write if we closed at once, and a reset can destroy our answer before it
+// reads it. So the sending side is shut first (the client reads the answer
+// and an end of stream), then what it still sends is read and dropped, for
+// a bounded time and amount, and only then is the socket closed.
+const (
+	lingerTime  = 2 * time.Second
+	lingerBytes = 4 << 20
+)
+
+func lingeringClose(c net.Conn) {
+	tcp, ok := c.(*net.TCPConn)
+	if !ok || tcp.CloseWrite() != nil {
+		return
+	}
+	_ = tcp.SetReadDeadline(time.Now().Add(lingerTime))
+	_, _ = io.CopyN(io.Discard, tcp, lingerBytes)
+}
+
+// lingerOnClose asks for a lingering close of the request's connection.
+func lingerOnClose(ctx *fasthttp.RequestCtx) {
+	if c, ok := ctx.Conn().(*clientConn); ok {
+		c.linger = true
+	}
 }
 
 func (c *clientConn) Read(p []byte) (int, error) {
@@ -127,6 +161,7 @@ func requestDone(ctx *fasthttp.RequestCtx) {
 	}
 	if ctx.Request.IsBodyStream() && !c.body.eof {
 		ctx.SetConnectionClose()
+		c.linger = true
 		return
 	}
 	c.atHead = true

@@ -166,6 +166,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 			// The client's fault, not the backend's: mid-stream 413.
 			x.answer(ctx, BodyTooLarge, "request body too large\n", fasthttp.StatusRequestEntityTooLarge)
 			ctx.SetConnectionClose()
+			lingerOnClose(ctx)
 			return
 		}
 		p.fail(ctx, x, err)

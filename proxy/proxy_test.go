@@ -66,6 +66,7 @@ type options struct {
 	headers  bool      // RateLimitHeaders
 	reqID    string    // RequestIDHeader
 	access   io.Writer // AccessLog
+	maxConns int       // per backend; 64 when 0
 }
 
 // startProxy serves a proxy over backends on 127.0.0.1.
@@ -84,9 +85,12 @@ func startProxyT(t testing.TB, opt options, backends ...string) *harness {
 	if opt.key == "" {
 		opt.key = "ip"
 	}
+	if opt.maxConns == 0 {
+		opt.maxConns = 64
+	}
 	var bs []*pool.Backend
 	for _, u := range backends {
-		b, err := pool.NewBackend(u, pool.ClientOptions{DialTimeout: time.Second, MaxConns: 64})
+		b, err := pool.NewBackend(u, pool.ClientOptions{DialTimeout: time.Second, MaxConns: opt.maxConns})
 		if err != nil {
 			t.Fatal(err)
 		}

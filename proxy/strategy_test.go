@@ -11,12 +11,14 @@ import (
 )
 
 // TestSlowBackendLosesTraffic: of two backends, one answers 10 times slower
-// (100 ms against 10 ms). Round robin still gives it half the requests;
+// (200 ms against 20 ms). Round robin still gives it half the requests;
 // least_conn and p2c must give it under a quarter of that half.
 func TestSlowBackendLosesTraffic(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs for 7 s")
+		t.Skip("runs for 10 s")
 	}
+	// Long delays and 16 clients keep the test's own CPU low: on a busy
+	// machine a starved "fast" backend is not 10 times faster any more.
 	delay := func(d time.Duration) string {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -27,13 +29,15 @@ func TestSlowBackendLosesTraffic(t *testing.T) {
 		t.Cleanup(func() { _ = s.Shutdown() })
 		return "http://" + ln.Addr().String()
 	}
-	fast, slow := delay(10*time.Millisecond), delay(100*time.Millisecond)
+	fast, slow := delay(20*time.Millisecond), delay(200*time.Millisecond)
 	for _, strategy := range []string{"round_robin", "least_conn", "p2c"} {
-		h := startProxy(t, options{strategy: strategy}, fast, slow)
-		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
+		// Enough connections that no request waits for one: a wait
+		// counts as in flight and would blur what least_conn sees.
+		h := startProxy(t, options{strategy: strategy, maxConns: 512}, fast, slow)
+		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 		var wg sync.WaitGroup
-		stop := time.Now().Add(2 * time.Second)
-		for range 32 {
+		stop := time.Now().Add(3 * time.Second)
+		for range 16 {
 			wg.Go(func() {
 				for time.Now().Before(stop) {
 					resp, err := client.Get("http://" + h.addr + "/")
@@ -49,6 +53,14 @@ func TestSlowBackendLosesTraffic(t *testing.T) {
 		bs := h.pool.Backends()
 		time.Sleep(500 * time.Millisecond)
 		f0, s0 := bs[0].Stats.Requests(), bs[1].Stats.Requests()
+		var sumF, sumS, samples int64
+		for time.Now().Before(stop) {
+			sumF += bs[0].InFlight()
+			sumS += bs[1].InFlight()
+			samples++
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Logf("%s: mean in flight: fast %.1f, slow %.1f", strategy, float64(sumF)/float64(samples), float64(sumS)/float64(samples))
 		wg.Wait()
 		f, s := float64(bs[0].Stats.Requests()-f0), float64(bs[1].Stats.Requests()-s0)
 		got := s / (f + s)

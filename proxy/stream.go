@@ -73,6 +73,7 @@ func (p *Proxy) streamRequest(ctx *fasthttp.RequestCtx, x *exchange) bool {
 	if p.cfg.MaxBodySize > 0 && int64(cl) > p.cfg.MaxBodySize {
 		x.answer(ctx, BodyTooLarge, "request body too large\n", fasthttp.StatusRequestEntityTooLarge)
 		ctx.SetConnectionClose()
+		lingerOnClose(ctx)
 		return false
 	}
 	var b *requestBody
