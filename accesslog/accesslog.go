@@ -152,10 +152,13 @@ func (l *Log) Run(ctx context.Context) {
 				l.errs(err)
 				w.Reset(l.out)
 			}
-			continue
+			if n >= Slots/4 {
+				continue // falling behind: go on at once
+			}
 		}
-		// Empty: wait a little rather than be woken per line, which
-		// would cost a scheduler round trip per request under load.
+		// Wait a little before the next round, rather than being woken
+		// per line or flushing a few lines at a time: under load each
+		// round then writes a few hundred lines in a few big writes.
 		select {
 		case <-ctx.Done():
 			for {
