@@ -42,6 +42,14 @@ func backendView(b *pool.Backend) backendJSON {
 	return v
 }
 
+// parseWeight reads an optional weight field, def when absent.
+func parseWeight(raw json.RawMessage, def int64) (int64, error) {
+	if !present(raw) {
+		return def, nil
+	}
+	return parseInt("weight", raw, 1, pool.MaxWeight)
+}
+
 func (a *API) listBackends(ctx *fasthttp.RequestCtx) {
 	out := []backendJSON{}
 	for _, b := range a.pool.Backends() {
@@ -82,13 +90,10 @@ func (a *API) addBackend(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, "url is required: a string such as http://10.0.0.7:8080")
 		return
 	}
-	weight := int64(1)
-	if present(rawWeight) {
-		var err error
-		if weight, err = parseInt("weight", rawWeight, 1, pool.MaxWeight); err != nil {
-			writeError(ctx, fasthttp.StatusBadRequest, err.Error())
-			return
-		}
+	weight, err := parseWeight(rawWeight, 1)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
 	}
 	if a.cfg.NewBackend == nil {
 		writeError(ctx, fasthttp.StatusNotImplemented, "adding backends is not configured")
@@ -149,13 +154,10 @@ func (a *API) patchBackend(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, "nothing to change: give weight and/or state")
 		return
 	}
-	weight := int64(0)
-	if present(rawWeight) {
-		var err error
-		if weight, err = parseInt("weight", rawWeight, 1, pool.MaxWeight); err != nil {
-			writeError(ctx, fasthttp.StatusBadRequest, err.Error())
-			return
-		}
+	weight, err := parseWeight(rawWeight, 0)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
 	}
 	var state string
 	if present(rawState) {
