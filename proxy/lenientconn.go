@@ -92,13 +92,6 @@ func lingeringClose(c net.Conn) {
 	_, _ = io.CopyN(io.Discard, tcp, lingerBytes)
 }
 
-// lingerOnClose asks for a lingering close of the request's connection.
-func lingerOnClose(ctx *fasthttp.RequestCtx) {
-	if c, ok := ctx.Conn().(*clientConn); ok {
-		c.linger = true
-	}
-}
-
 func (c *clientConn) Read(p []byte) (int, error) {
 	if len(c.carry) > 0 {
 		n := copy(p, c.carry)
@@ -151,15 +144,22 @@ func (c *clientConn) fixHead(p []byte, n int) int {
 
 // requestDone tells the connection that the handler is done with the
 // request, so that the next bytes start a new head. A request body that
-// was not read to its end (a 429, an early answer) would be drained by
-// the server through this connection, and a drained body must not be
-// taken for a head: such a connection is closed after the answer instead.
-func requestDone(ctx *fasthttp.RequestCtx) {
+// was not read to its end (a 429, a 413, an early answer) would be drained
+// by the server through this connection, and a drained body must not be
+// taken for a head: such a connection is closed after the answer instead,
+// lingering so that the client reads the answer. Whether the body was read
+// is this request's: bodyIn is the wrapper streamRequest put on it, nil
+// when the handler answered before reaching it.
+func requestDone(ctx *fasthttp.RequestCtx, bodyIn *requestBody) {
 	c, ok := ctx.Conn().(*clientConn)
 	if !ok {
 		return
 	}
-	if ctx.Request.IsBodyStream() && !c.body.eof {
+	unread := ctx.Request.IsBodyStream()
+	if bodyIn != nil {
+		unread = !bodyIn.eof
+	}
+	if unread {
 		ctx.SetConnectionClose()
 		c.linger = true
 		return

@@ -79,7 +79,7 @@ func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	if p.access != nil {
 		p.logAccess(ctx, &x)
 	}
-	requestDone(ctx)
+	requestDone(ctx, x.bodyIn)
 }
 
 func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
@@ -165,8 +165,6 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 		if errors.Is(err, errBodyTooLarge) {
 			// The client's fault, not the backend's: mid-stream 413.
 			x.answer(ctx, BodyTooLarge, "request body too large\n", fasthttp.StatusRequestEntityTooLarge)
-			ctx.SetConnectionClose()
-			lingerOnClose(ctx)
 			return
 		}
 		p.fail(ctx, x, err)

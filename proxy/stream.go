@@ -72,8 +72,6 @@ func (p *Proxy) streamRequest(ctx *fasthttp.RequestCtx, x *exchange) bool {
 	cl := req.Header.ContentLength()
 	if p.cfg.MaxBodySize > 0 && int64(cl) > p.cfg.MaxBodySize {
 		x.answer(ctx, BodyTooLarge, "request body too large\n", fasthttp.StatusRequestEntityTooLarge)
-		ctx.SetConnectionClose()
-		lingerOnClose(ctx)
 		return false
 	}
 	var b *requestBody
