@@ -151,7 +151,8 @@ func (p *Pool) Drain(b *Backend, remove bool, done func()) {
 type view struct {
 	backends []*Backend
 	strategy Strategy
-	state    any // the strategy's Prepare result
+	state    any  // the strategy's Prepare result
+	keyed    bool // strategy is a KeyedStrategy
 }
 
 // Healthy returns the current healthy slice. The caller must not modify it.
@@ -159,10 +160,7 @@ func (p *Pool) Healthy() []*Backend { return p.healthy.Load().backends }
 
 // NeedsKey reports whether the strategy picks by client key (hash), so the
 // proxy must derive the key even with limiting off.
-func (p *Pool) NeedsKey() bool {
-	_, ok := p.healthy.Load().strategy.(KeyedStrategy)
-	return ok
-}
+func (p *Pool) NeedsKey() bool { return p.healthy.Load().keyed }
 
 // SetStrategy switches the strategy; requests see the new one with the next
 // healthy set, published at once.
@@ -235,7 +233,8 @@ func (p *Pool) publish() {
 	if len(healthy) > 0 {
 		state = p.strategy.Prepare(healthy)
 	}
-	p.healthy.Store(&view{backends: healthy, strategy: p.strategy, state: state})
+	_, keyed := p.strategy.(KeyedStrategy)
+	p.healthy.Store(&view{backends: healthy, strategy: p.strategy, state: state, keyed: keyed})
 }
 
 // Strategy picks one backend from a non-empty healthy slice. Prepare runs

@@ -90,16 +90,21 @@ func TestHashSticksClientsWithoutALimiter(t *testing.T) {
 			if resp, _ := raw(t, h.addr, "GET / HTTP/1.1\r\nHost: h\r\nX-Client: "+client+"\r\n\r\n"); resp.StatusCode != 200 {
 				t.Fatalf("%d", resp.StatusCode)
 			}
+			seenBy := -1
 			for i, got := range gots {
 				select {
 				case <-got:
-					if first == -1 {
-						first = i
-					} else if i != first {
-						t.Fatalf("%s went to backend %d, then %d", client, first, i)
-					}
+					seenBy = i
 				default:
 				}
+			}
+			switch {
+			case seenBy == -1:
+				t.Fatalf("%s: no backend recorded the request", client)
+			case first == -1:
+				first = seenBy
+			case seenBy != first:
+				t.Fatalf("%s went to backend %d, then %d", client, first, seenBy)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"time"
 
@@ -52,10 +53,10 @@ func (r *reloader) reload() bool {
 		next, err = LoadConfig(merged)
 	}
 	if err == nil && (r.access == nil) != (next.AccessLog == "off") {
-		err = errRestart("EQUALIZER_ACCESS_LOG", "turning the access log on or off")
+		err = errors.New("turning the access log on or off (EQUALIZER_ACCESS_LOG) needs a restart")
 	}
 	if err == nil && (r.certs == nil) != (next.TLSCert == "") {
-		err = errRestart("EQUALIZER_TLS_CERT", "turning TLS on or off")
+		err = errors.New("turning TLS on or off (EQUALIZER_TLS_CERT) needs a restart")
 	}
 	if err != nil {
 		r.log.Error().Err(err).Msg("configuration reload rejected; the running configuration stays")
@@ -91,12 +92,6 @@ func (r *reloader) reload() bool {
 	r.log.Info().Strs("changed", changed).Msg("configuration reloaded")
 	return true
 }
-
-type restartError struct{ name, what string }
-
-func (e restartError) Error() string { return e.what + " (" + e.name + ") needs a restart" }
-
-func errRestart(name, what string) error { return restartError{name, what} }
 
 // apply makes the running proxy match next's live settings.
 func (r *reloader) apply(next Config) {
