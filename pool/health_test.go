@@ -9,35 +9,22 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"gopher-equalizer/pool/pooltest"
 )
 
-// startRawHealth serves every connection with answer, on a fresh goroutine.
+// startRawHealth answers every request read on a connection with answer.
 func startRawHealth(t *testing.T, answer func(c net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	url, _ := pooltest.RawBackend(t, func(c net.Conn) {
+		buf := make([]byte, 4096)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			if _, err := c.Read(buf); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 4096)
-				for {
-					if _, err := c.Read(buf); err != nil {
-						return
-					}
-					answer(c)
-				}
-			}()
+			answer(c)
 		}
-	}()
-	return "http://" + ln.Addr().String()
+	})
+	return url
 }
 
 // TestHealthCheckNeverFlaps probes backends that real frameworks resemble:

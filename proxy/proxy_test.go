@@ -16,6 +16,7 @@ import (
 
 	"gopher-equalizer/limiter"
 	"gopher-equalizer/pool"
+	"gopher-equalizer/pool/pooltest"
 )
 
 // seen is what a test backend received.
@@ -150,31 +151,9 @@ func startRawBackend(t *testing.T, serve func(net.Conn)) string {
 	return url
 }
 
-// acceptRaw runs serve on every connection to a new 127.0.0.1 listener,
-// each in its own goroutine, closes the connection after it, and counts
-// the connections accepted.
+// acceptRaw is pooltest.RawBackend.
 func acceptRaw(t *testing.T, serve func(net.Conn)) (string, *atomic.Int64) {
-	t.Helper()
-	var accepted atomic.Int64
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			go func() {
-				defer c.Close()
-				serve(c)
-			}()
-		}
-	}()
-	return "http://" + ln.Addr().String(), &accepted
+	return pooltest.RawBackend(t, serve)
 }
 
 func recv(t *testing.T, got chan seen) seen {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -38,19 +37,6 @@ func (in *instance) scrape(t *testing.T) (map[string]float64, string) {
 	return m, body
 }
 
-// promtool finds promtool, or skips (fails under CI=true).
-func promtool(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("promtool not found (Debian package prometheus); .ci/run installs it")
-		}
-		t.Skip("SKIPPED LOUDLY: promtool not found; apt-get install prometheus to run this test")
-	}
-	return p
-}
-
 // rawRequest sends bytes on a new connection and returns the status of the
 // answer (0 when the connection closed without one).
 func rawRequest(t *testing.T, addr, req string, wait time.Duration) int {
@@ -81,7 +67,7 @@ func rawRequest(t *testing.T, addr, req string, wait time.Duration) int {
 // latency histogram counts the forwarded requests, and that promtool
 // accepts the exposition.
 func TestMetricsCountEveryOutcomeOnce(t *testing.T) {
-	tool := promtool(t)
+	tool := requireTool(t, "promtool") // Debian package prometheus
 	backend := startBackend(t, func(ctx *fasthttp.RequestCtx) {
 		switch string(ctx.Path()) {
 		case "/slow":

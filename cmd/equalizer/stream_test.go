@@ -20,6 +20,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/valyala/fasthttp"
+
+	"gopher-equalizer/pool/pooltest"
 )
 
 // pattern is a deterministic, incompressible byte stream of a given size:
@@ -373,36 +375,21 @@ func TestWebSocketAndCustomUpgrade(t *testing.T) {
 // startRawUpgradeBackend switches to "echo-proto", echoes until the client
 // half-closes, then says "bye" and closes.
 func startRawUpgradeBackend(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				r, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				if !strings.EqualFold(r.Header.Get("Upgrade"), "echo-proto") {
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo-proto\r\n\r\n")
-				io.Copy(c, br) //nolint:errcheck
-				io.WriteString(c, "bye")
-			}()
+	url, _ := pooltest.RawBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		r, err := http.ReadRequest(br)
+		if err != nil {
+			return
 		}
-	}()
-	return "http://" + ln.Addr().String()
+		if !strings.EqualFold(r.Header.Get("Upgrade"), "echo-proto") {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo-proto\r\n\r\n")
+		io.Copy(c, br) //nolint:errcheck
+		io.WriteString(c, "bye")
+	})
+	return url
 }
 
 func (in *instance) getAdmin(t *testing.T, path string) (int, http.Header, string) {
