@@ -14,6 +14,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"gopher-equalizer/deadline"
 	"gopher-equalizer/logthrottle"
 )
 
@@ -72,6 +73,9 @@ type ClientOptions struct {
 	// RootCAs verify https backends (EQUALIZER_BACKEND_CA); nil: the
 	// system roots.
 	RootCAs *x509.CertPool
+	// Deadlines, when set, gives backend connections coarse deadlines
+	// (package deadline); nil keeps Go's own.
+	Deadlines *deadline.Sweeper
 }
 
 // wrapTLS makes c a TLS client connection for an https backend, handshake
@@ -143,7 +147,7 @@ func NewBackend(spec string, opt ClientOptions) (*Backend, error) {
 		if err != nil {
 			return nil, err
 		}
-		return b.wrapTLS(newUpstreamConn(c), time.Now().Add(dialTimeout))
+		return b.wrapTLS(newUpstreamConn(c, opt.Deadlines), time.Now().Add(dialTimeout))
 	}
 	b.Client = &fasthttp.HostClient{
 		Addr: addr,
@@ -152,7 +156,7 @@ func NewBackend(spec string, opt ClientOptions) (*Backend, error) {
 			if err != nil {
 				return nil, err
 			}
-			return newUpstreamConn(c), nil
+			return newUpstreamConn(c, opt.Deadlines), nil
 		},
 		Transport: &transport{b: b},
 		IsTLS:     b.TLS != nil,

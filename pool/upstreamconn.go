@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"time"
+
+	"gopher-equalizer/deadline"
 )
 
 // Errors of a pooled connection that must not carry another request.
@@ -40,8 +42,8 @@ func (u *upstreamConn) Write(p []byte) (int, error) {
 	return u.Conn.Write(p)
 }
 
-func newUpstreamConn(c net.Conn) *upstreamConn {
-	u := &upstreamConn{Conn: c, fd: -1}
+func newUpstreamConn(c net.Conn, deadlines *deadline.Sweeper) *upstreamConn {
+	u := &upstreamConn{Conn: deadlines.Wrap(c), fd: -1}
 	if tc, ok := c.(*net.TCPConn); ok {
 		if raw, err := tc.SyscallConn(); err == nil {
 			_ = raw.Control(func(fd uintptr) { u.fd = int(fd) })

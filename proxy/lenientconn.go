@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"gopher-equalizer/deadline"
 )
 
 // fasthttp waits for CRLF CRLF to end a request head, so a client that ends
@@ -84,12 +86,16 @@ const (
 )
 
 func lingeringClose(c net.Conn) {
-	tcp, ok := c.(*net.TCPConn)
-	if !ok || tcp.CloseWrite() != nil {
+	switch c.(type) {
+	case *net.TCPConn, *deadline.Conn: // not TLS: its CloseWrite does not shut the socket
+	default:
 		return
 	}
-	_ = tcp.SetReadDeadline(time.Now().Add(lingerTime))
-	_, _ = io.CopyN(io.Discard, tcp, lingerBytes)
+	if c.(interface{ CloseWrite() error }).CloseWrite() != nil {
+		return
+	}
+	_ = c.SetReadDeadline(time.Now().Add(lingerTime))
+	_, _ = io.CopyN(io.Discard, c, lingerBytes)
 }
 
 func (c *clientConn) Read(p []byte) (int, error) {

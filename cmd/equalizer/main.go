@@ -23,6 +23,7 @@ import (
 
 	"gopher-equalizer/accesslog"
 	"gopher-equalizer/admin"
+	"gopher-equalizer/deadline"
 	"gopher-equalizer/limiter"
 	"gopher-equalizer/logthrottle"
 	"gopher-equalizer/metrics"
@@ -108,6 +109,11 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 	}
 
 	backendLog := logthrottle.New(log, 10*time.Second)
+	// Client and backend connections take coarse deadlines: timeouts fire
+	// up to one tick late, and moving a deadline costs an atomic store
+	// instead of a runtime timer update (bench/RESULTS.md).
+	deadlines := deadline.New(deadlineTick)
+	defer deadlines.Stop()
 	backendCAs, err := loadCAs(cfg.BackendCA)
 	if err != nil {
 		return fmt.Errorf("EQUALIZER_BACKEND_CA: %w", err)
@@ -121,6 +127,7 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 			StreamIdleTimeout: cfg.StreamIdleTimeout,
 			Log:               backendLog,
 			RootCAs:           backendCAs,
+			Deadlines:         deadlines,
 		})
 	}
 	backends := make([]*pool.Backend, 0, len(cfg.Backends))
@@ -239,6 +246,7 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 	if err != nil {
 		return fmt.Errorf("EQUALIZER_LISTEN: %w", err)
 	}
+	proxyLn = deadlines.Listener(proxyLn)
 	var certs *certStore
 	if cfg.TLSCert != "" {
 		cert, err := loadCert(cfg.TLSCert, cfg.TLSKey)
@@ -410,3 +418,6 @@ func throttle(log zerolog.Logger, every time.Duration, msg string) func(error) {
 type fasthttpLogger struct{ log zerolog.Logger }
 
 func (l fasthttpLogger) Printf(format string, args ...any) { l.log.Debug().Msgf(format, args...) }
+
+// deadlineTick is how late a client or backend timeout may fire.
+const deadlineTick = 50 * time.Millisecond

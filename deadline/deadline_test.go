@@ -1,0 +1,171 @@
+package deadline
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+const tick = 20 * time.Millisecond
+
+// pair returns a wrapped client side and the raw server side of one TCP
+// connection on 127.0.0.1.
+func pair(t *testing.T, s *Sweeper) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := <-accepted
+	w := s.Wrap(c)
+	t.Cleanup(func() { w.Close(); peer.Close() })
+	return w, peer
+}
+
+func TestReadTimesOutWithinATick(t *testing.T) {
+	s := New(tick)
+	defer s.Stop()
+	c, _ := pair(t, s)
+	start := time.Now()
+	_ = c.SetReadDeadline(start.Add(100 * time.Millisecond))
+	_, err := c.Read(make([]byte, 1))
+	took := time.Since(start)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("err = %v, want a timeout", err)
+	}
+	if took < 100*time.Millisecond || took > 100*time.Millisecond+3*tick {
+		t.Fatalf("timed out after %v, want 100ms to 100ms + a tick", took)
+	}
+}
+
+func TestMovedDeadlineDoesNotFire(t *testing.T) {
+	s := New(tick)
+	defer s.Stop()
+	c, peer := pair(t, s)
+	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 1))
+		done <- err
+	}()
+	// Keep pushing the deadline out while the read waits, as a server
+	// moves its idle deadline; the read must not time out.
+	for i := 0; i < 15; i++ {
+		time.Sleep(tick)
+		_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	time.Sleep(3 * tick)
+	if _, err := peer.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("read failed after its deadline moved: %v", err)
+	}
+}
+
+func TestPastDeadlineInterruptsAtOnce(t *testing.T) {
+	s := New(time.Hour) // the sweeper never runs: only the immediate path can fire
+	defer s.Stop()
+	c, peer := pair(t, s)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 1))
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	_ = c.SetReadDeadline(time.Now())
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("err = %v, want a timeout", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("a deadline in the past did not interrupt the read")
+	}
+	// A later deadline makes the connection usable again, although the
+	// real one is still in the past.
+	_ = c.SetReadDeadline(time.Now().Add(time.Hour))
+	go func() {
+		_, err := c.Read(make([]byte, 1))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("read ended at once with %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if _, err := peer.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("read after the deadline moved: %v", err)
+	}
+}
+
+func TestWriteTimesOutWhenThePeerDoesNotRead(t *testing.T) {
+	s := New(tick)
+	defer s.Stop()
+	c, _ := pair(t, s)
+	_ = c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	buf := make([]byte, 1<<20)
+	var err error
+	for i := 0; i < 1000 && err == nil; i++ {
+		_, err = c.Write(buf)
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("err = %v, want a write timeout", err)
+	}
+}
+
+// Deadlines moving all the time while data flows: no call may fail, and
+// every byte arrives (run with -race).
+func TestBusyConnectionNeverTimesOutEarly(t *testing.T) {
+	s := New(time.Millisecond) // sweep as often as possible to provoke the race
+	defer s.Stop()
+	c, peer := pair(t, s)
+	const total = 4 << 20
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 4096)
+		for sent := 0; sent < total; sent += len(buf) {
+			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := c.Write(buf); err != nil {
+				t.Errorf("write: %v", err)
+				return
+			}
+		}
+	}()
+	got, err := io.CopyN(io.Discard, peer, total)
+	wg.Wait()
+	if err != nil || got != total {
+		t.Fatalf("peer read %d bytes: %v", got, err)
+	}
+}
+
+func TestClosedConnectionLeavesTheSweeper(t *testing.T) {
+	s := New(tick)
+	defer s.Stop()
+	c, _ := pair(t, s)
+	c.Close()
+	if n := s.conns.Size(); n != 0 {
+		t.Fatalf("%d connections still swept after Close", n)
+	}
+}
