@@ -8,6 +8,12 @@
 #   ROUNDS=1 DURATION=3 bench/run.sh  # a quick look
 #   BASELINE=48d227b bench/run.sh     # also gopher-equalizer built from an
 #                                     # earlier commit, interleaved in the same run
+#   BASELINE="18ae6b3 919b32e" ...    # several earlier commits, one target each
+#   PROTOTYPE=experiment/event-loop bench/run.sh
+#                                     # also the event-loop prototype built from
+#                                     # that branch (bench/eventloop there)
+#   PERF=1 bench/run.sh               # also system calls and context switches
+#                                     # per request (perf stat on the target)
 #   ONLY='100k' bench/run.sh          # only the targets whose name matches
 #   BACKEND=nethttp bench/run.sh      # net/http backends instead of fasthttp ones
 #
@@ -56,10 +62,20 @@ go build -o "$WORK/equalizer" ./cmd/equalizer
 go build -tags nometrics -o "$WORK/equalizer-nometrics" ./cmd/equalizer
 go build -o "$WORK/backend" ./bench/backend
 go build -o "$WORK/report" ./bench/report
-if [ -n "${BASELINE:-}" ]; then
-  mkdir -p "$WORK/baseline-src"
-  git archive "$BASELINE" | tar -x -C "$WORK/baseline-src"
-  (cd "$WORK/baseline-src" && go build -o "$WORK/equalizer-baseline" ./cmd/equalizer)
+for rev in ${BASELINE:-}; do
+  mkdir -p "$WORK/baseline-$rev-src"
+  git archive "$rev" | tar -x -C "$WORK/baseline-$rev-src"
+  (cd "$WORK/baseline-$rev-src" && go build -o "$WORK/equalizer-baseline-$rev" ./cmd/equalizer)
+done
+if [ -n "${PROTOTYPE:-}" ]; then
+  mkdir -p "$WORK/prototype-src"
+  git archive "$PROTOTYPE" | tar -x -C "$WORK/prototype-src"
+  (cd "$WORK/prototype-src" && go build -o "$WORK/eventloop" ./bench/eventloop)
+fi
+PERF=${PERF:-0}
+if [ "$PERF" = 1 ] && ! command -v perf >/dev/null; then
+  echo "installing linux-perf for PERF=1" >&2
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
 fi
 
 # start NAME CMD... runs a process in the background and records its PID.
@@ -107,7 +123,14 @@ eq equalizer-pg 9203 EQUALIZER_DATABASE_URL="postgres://postgres@127.0.0.1:$PGPO
 eq equalizer-header 9204 EQUALIZER_CLIENT_KEY=header:X-Client
 eq equalizer-pg-header 9207 EQUALIZER_CLIENT_KEY=header:X-Client \
   EQUALIZER_DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres?sslmode=disable"
-[ -n "${BASELINE:-}" ] && EQ_BIN=$WORK/equalizer-baseline eq equalizer-baseline 9206
+BASELINE_TARGETS=()
+port=9220
+for rev in ${BASELINE:-}; do
+  EQ_BIN=$WORK/equalizer-baseline-$rev eq "equalizer-baseline-$rev" $port
+  BASELINE_TARGETS+=("gopher-equalizer-baseline-$rev 127.0.0.1:$port")
+  port=$((port + 1))
+done
+[ -n "${PROTOTYPE:-}" ] && start eventloop "$WORK/eventloop" -listen 127.0.0.1:9219 -backends "$B1,$B2,$B3"
 EQ_BIN=$WORK/equalizer-nometrics eq equalizer-nometrics 9208
 eq equalizer-access-log 9209 EQUALIZER_ACCESS_LOG=stdout # start() sends stdout to a file
 start equalizer-429 env -i PATH="$PATH" EQUALIZER_LISTEN=127.0.0.1:9205 EQUALIZER_ADMIN_LISTEN=127.0.0.1:10205 \
@@ -226,7 +249,8 @@ TARGETS=(
   "gopher-equalizer-100k-clients 127.0.0.1:9204 many.lua"
   "gopher-equalizer-postgres-100k-clients 127.0.0.1:9207 many.lua"
 )
-[ -n "${BASELINE:-}" ] && TARGETS=("${TARGETS[@]:0:2}" "gopher-equalizer-baseline-$BASELINE 127.0.0.1:9206" "${TARGETS[@]:2}")
+[ -n "${PROTOTYPE:-}" ] && BASELINE_TARGETS+=("event-loop-prototype 127.0.0.1:9219")
+TARGETS=("${TARGETS[@]:0:2}" "${BASELINE_TARGETS[@]}" "${TARGETS[@]:2}")
 if [ -n "${ONLY:-}" ]; then # a regular expression on target names
   kept=()
   for t in "${TARGETS[@]}"; do [[ ${t%% *} =~ $ONLY ]] && kept+=("$t"); done
@@ -265,11 +289,21 @@ for round in $(seq 1 "$ROUNDS"); do
       file="$OUT/$name-c$c-r$round.txt"
       pids=$(pids_on "$addr")
       t0=$(cpu_ticks $pids)
+      perf_pid=""
+      if [ "$PERF" = 1 ]; then
+        perf stat -x, -e context-switches,raw_syscalls:sys_enter -p "$(echo $pids | tr ' ' ,)" -o "$file.perf" \
+          -- sleep "$DURATION" 2>/dev/null &
+        perf_pid=$!
+      fi
       timeout $((DURATION + 30)) wrk "${args[@]}" "$(url_of "$addr")" >"$file" 2>&1 || true
+      [ -n "$perf_pid" ] && wait "$perf_pid" 2>/dev/null
       t1=$(cpu_ticks $pids)
       reqs=$(awk '/requests in/ {print $1}' "$file")
       cpu_us=$(awk -v d=$(((t1 - t0) * TICK_US)) -v n="${reqs:-0}" 'BEGIN { if (n > 0) printf "%.2f", d / n; else print "" }')
-      printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$c" "$round" "$file" "$cpu_us" >>"$OUT/results.tsv"
+      per_req() { awk -F, -v ev="$1" -v n="${reqs:-0}" '$3 == ev && n > 0 { printf "%.2f", $1 / n }' "$file.perf" 2>/dev/null; }
+      sys="" cs=""
+      [ "$PERF" = 1 ] && sys=$(per_req raw_syscalls:sys_enter) cs=$(per_req context-switches)
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$c" "$round" "$file" "$cpu_us" "$sys" "$cs" >>"$OUT/results.tsv"
       printf '  round %s c=%s %-36s %s req/s\n' "$round" "$c" "$name" "$(awk '/Requests\/sec/ {print $2}' "$file")" >&2
     done
   done
@@ -282,7 +316,7 @@ PG_STATS=$(pgq "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tab
 WAL_BYTES=$(pgq "SELECT pg_current_wal_lsn() - '$WAL0'::pg_lsn")
 {
   echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $(go version | cut -d' ' -f3)"
-  echo "Command: BACKEND=$BACKEND ${BASELINE:+BASELINE=$BASELINE }ROUNDS=$ROUNDS DURATION=$DURATION CONNS=\"$CONNS\" WRK_THREADS=$WRK_THREADS bench/run.sh"
+  echo "Command: BACKEND=$BACKEND ${BASELINE:+BASELINE=\"$BASELINE\" }${PROTOTYPE:+PROTOTYPE=$PROTOTYPE }$([ "$PERF" = 1 ] && echo "PERF=1 ")ROUNDS=$ROUNDS DURATION=$DURATION CONNS=\"$CONNS\" WRK_THREADS=$WRK_THREADS bench/run.sh"
   echo
   "$WORK/report" -svg "$OUT/chart.svg" "$OUT/results.tsv"
   if [ "$PG_TARGETS" -gt 0 ]; then

@@ -12,6 +12,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/puzpuzpuz/xsync/v4"
@@ -210,3 +211,17 @@ func (c *Conn) CloseWrite() error {
 
 // NetConn returns the wrapped connection.
 func (c *Conn) NetConn() net.Conn { return c.Conn }
+
+// RawRead runs rc.Read(f) (rc is the wrapped socket's) under the coarse
+// read deadline, as Read does: f may be called again after a timeout the
+// sweeper caused for a deadline that has moved since.
+func (c *Conn) RawRead(rc syscall.RawConn, f func(fd uintptr) bool) error {
+	for {
+		c.read.busy.Store(true)
+		err := rc.Read(f)
+		c.read.busy.Store(false)
+		if !c.stale(&c.read, err, false) {
+			return err
+		}
+	}
+}

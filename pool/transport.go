@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -155,6 +156,9 @@ func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 	if streaming && u != nil {
 		u.writeIdle, u.lastSet = t.b.streamIdle, time.Time{}
 	}
+	if u != nil && conn == net.Conn(u) && !req.IsBodyStream() && len(req.Header.Peek(fasthttp.HeaderUpgrade)) == 0 {
+		u.holdRequest() // sent by the first read of the answer (sendonread.go)
+	}
 	bw := hc.AcquireWriter(conn)
 	err = req.Write(bw)
 	if err == nil {
@@ -183,6 +187,9 @@ func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 	if _, err = br.Peek(1); err != nil {
 		hc.ReleaseReader(br)
 		h.close()
+		if sentOnRead(err) {
+			return false, &RoundTripError{StageSend, timeoutError(err)}
+		}
 		return false, &RoundTripError{StageAwait, timeoutError(err)}
 	}
 	// The head only (1xx answers are skipped); the body is read below.

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"syscall"
 	"time"
 
 	"gopher-equalizer/deadline"
@@ -30,16 +31,26 @@ type upstreamConn struct {
 	// deadline, so an upload lasts as long as bytes keep moving.
 	writeIdle time.Duration
 	lastSet   time.Time
+
+	// Sending on read (sendonread.go): raw is the socket (nil when not
+	// TCP), held the request bytes waiting for the first read.
+	raw          syscall.RawConn
+	sendThenRead func(fd uintptr) bool // u.sendOnRead, bound once
+	holding      bool
+	held         []byte
+	sent         int
+	dst          []byte
+	n            int
+	err          error
 }
 
-func (u *upstreamConn) Write(p []byte) (int, error) {
+func (u *upstreamConn) moveWriteDeadline() {
 	if u.writeIdle > 0 {
 		if now := time.Now(); now.Sub(u.lastSet) > u.writeIdle/deadlineStep {
 			u.lastSet = now
 			_ = u.Conn.SetWriteDeadline(now.Add(u.writeIdle))
 		}
 	}
-	return u.Conn.Write(p)
 }
 
 func newUpstreamConn(c net.Conn, deadlines *deadline.Sweeper) *upstreamConn {
@@ -47,6 +58,8 @@ func newUpstreamConn(c net.Conn, deadlines *deadline.Sweeper) *upstreamConn {
 	if tc, ok := c.(*net.TCPConn); ok {
 		if raw, err := tc.SyscallConn(); err == nil {
 			_ = raw.Control(func(fd uintptr) { u.fd = int(fd) })
+			u.raw = raw
+			u.sendThenRead = u.sendOnRead
 		}
 	}
 	return u

@@ -17,11 +17,12 @@ import (
 )
 
 type run struct {
-	rps      float64
-	cpuUs    float64
-	p50, p99 time.Duration
-	non2xx   int
-	errors   string
+	rps                float64
+	cpuUs              float64
+	syscalls, switches float64
+	p50, p99           time.Duration
+	non2xx             int
+	errors             string
 }
 
 type key struct {
@@ -79,6 +80,8 @@ func median[T int | float64 | time.Duration](xs []T) T {
 type summary struct {
 	rps      float64
 	cpuUs    float64 // CPU microseconds per request, 0 when unknown
+	syscalls float64 // system calls per request (PERF=1), 0 when unknown
+	switches float64 // context switches per request (PERF=1)
 	p50, p99 time.Duration
 	non2xx   int
 	errors   []string
@@ -113,6 +116,10 @@ func main() {
 		if len(cols) > 4 && cols[4] != "" {
 			r.cpuUs, _ = strconv.ParseFloat(cols[4], 64)
 		}
+		if len(cols) > 6 && cols[5] != "" {
+			r.syscalls, _ = strconv.ParseFloat(cols[5], 64)
+			r.switches, _ = strconv.ParseFloat(cols[6], 64)
+		}
 		k := key{cols[0], conns}
 		runs[k] = append(runs[k], r)
 		if !slices.Contains(order, cols[0]) {
@@ -129,11 +136,14 @@ func main() {
 		var p50, p99 []time.Duration
 		var non []int
 		var errs []string
-		var cpu []float64
+		var cpu, sys, sw []float64
 		for _, r := range rs {
 			rps, p50, p99, non = append(rps, r.rps), append(p50, r.p50), append(p99, r.p99), append(non, r.non2xx)
 			if r.cpuUs > 0 {
 				cpu = append(cpu, r.cpuUs)
+			}
+			if r.syscalls > 0 {
+				sys, sw = append(sys, r.syscalls), append(sw, r.switches)
 			}
 			if r.errors != "" {
 				errs = append(errs, r.errors)
@@ -143,6 +153,11 @@ func main() {
 		if len(cpu) > 0 {
 			s := sum[k]
 			s.cpuUs = median(cpu)
+			sum[k] = s
+		}
+		if len(sys) > 0 {
+			s := sum[k]
+			s.syscalls, s.switches = median(sys), median(sw)
 			sum[k] = s
 		}
 	}
@@ -165,8 +180,17 @@ func write(w io.Writer, order []string, connsList []int, sum map[key]summary) {
 	for _, c := range connsList {
 		direct := sum[key{"direct-backend", c}].rps
 		fmt.Fprintf(w, "### %d connections (median of rounds)\n\n", c)
-		fmt.Fprintln(w, "| system | requests/s | ratio to direct backend | p50 | p99 | CPU µs/request | non-2xx | socket errors |")
-		fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+		perf := false
+		for _, name := range order {
+			perf = perf || sum[key{name, c}].syscalls > 0
+		}
+		if perf {
+			fmt.Fprintln(w, "| system | requests/s | ratio to direct backend | p50 | p99 | CPU µs/request | system calls/request | context switches/request | non-2xx | socket errors |")
+			fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+		} else {
+			fmt.Fprintln(w, "| system | requests/s | ratio to direct backend | p50 | p99 | CPU µs/request | non-2xx | socket errors |")
+			fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+		}
 		for _, name := range order {
 			s, ok := sum[key{name, c}]
 			if !ok {
@@ -179,6 +203,9 @@ func write(w io.Writer, order []string, connsList []int, sum map[key]summary) {
 			cpu := "-"
 			if s.cpuUs > 0 {
 				cpu = fmt.Sprintf("%.1f", s.cpuUs)
+			}
+			if perf {
+				cpu += fmt.Sprintf(" | %.2f | %.2f", s.syscalls, s.switches)
 			}
 			fmt.Fprintf(w, "| %s | %.0f | %s | %v | %v | %s | %d | %s |\n", name, s.rps, ratio(s.rps, direct),
 				s.p50.Round(time.Microsecond), s.p99.Round(time.Microsecond), cpu, s.non2xx, errs)
@@ -196,6 +223,13 @@ func write(w io.Writer, order []string, connsList []int, sum map[key]summary) {
 		w := &lines
 		fmt.Fprintf(w, "- gopher-equalizer (limiter on) / best peer (%s): %s requests/s; p99 %v vs %v\n",
 			bestName, ratio(eq.rps, best), eq.p99.Round(time.Microsecond), sum[key{bestName, c}].p99.Round(time.Microsecond))
+		for _, name := range order {
+			if strings.HasPrefix(name, "gopher-equalizer-baseline-") || name == "event-loop-prototype" {
+				b := sum[key{name, c}]
+				fmt.Fprintf(w, "- gopher-equalizer / %s: %s requests/s, %s CPU per request; p99 %v vs %v\n", name,
+					ratio(eq.rps, b.rps), ratio(eq.cpuUs, b.cpuUs), eq.p99.Round(time.Microsecond), b.p99.Round(time.Microsecond))
+			}
+		}
 		fmt.Fprintf(w, "- gopher-equalizer with PostgreSQL persistence / best peer: %s\n", ratio(sum[key{"gopher-equalizer-postgres", c}].rps, best))
 		fmt.Fprintf(w, "- limiter on / limiter off: %s\n", ratio(eq.rps, sum[key{"gopher-equalizer-limiter-off", c}].rps))
 		off, al := sum[key{"gopher-equalizer-metrics-off", c}], sum[key{"gopher-equalizer-access-log", c}]
