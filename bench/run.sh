@@ -69,7 +69,9 @@ for rev in ${BASELINE:-}; do
 done
 if [ -n "${PROTOTYPE:-}" ]; then
   mkdir -p "$WORK/prototype-src"
-  git archive "$PROTOTYPE" | tar -x -C "$WORK/prototype-src"
+  ref=$PROTOTYPE # a clone has the branch as origin/<name>
+  git rev-parse -q --verify "$ref^{commit}" >/dev/null || ref=origin/$PROTOTYPE
+  git archive "$ref" | tar -x -C "$WORK/prototype-src"
   (cd "$WORK/prototype-src" && go build -o "$WORK/eventloop" ./bench/eventloop)
 fi
 PERF=${PERF:-0}
