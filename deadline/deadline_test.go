@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"gopher-equalizer/pool/pooltest"
 )
 
 const tick = 20 * time.Millisecond
@@ -16,24 +18,20 @@ const tick = 20 * time.Millisecond
 // connection on 127.0.0.1.
 func pair(t *testing.T, s *Sweeper) (net.Conn, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := <-accepted
+	c, peer := pooltest.TCPPair(t)
 	w := s.Wrap(c)
-	t.Cleanup(func() { w.Close(); peer.Close() })
+	t.Cleanup(func() { w.Close() })
 	return w, peer
+}
+
+// readOne reads one byte from c in a goroutine; the channel gets its error.
+func readOne(c net.Conn) chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 1))
+		done <- err
+	}()
+	return done
 }
 
 func TestReadTimesOutWithinATick(t *testing.T) {
@@ -58,11 +56,7 @@ func TestMovedDeadlineDoesNotFire(t *testing.T) {
 	defer s.Stop()
 	c, peer := pair(t, s)
 	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-	done := make(chan error, 1)
-	go func() {
-		_, err := c.Read(make([]byte, 1))
-		done <- err
-	}()
+	done := readOne(c)
 	// Keep pushing the deadline out while the read waits, as a server
 	// moves its idle deadline; the read must not time out.
 	for i := 0; i < 15; i++ {
@@ -83,11 +77,7 @@ func TestPastDeadlineInterruptsAtOnce(t *testing.T) {
 	s := New(time.Hour) // the sweeper never runs: only the immediate path can fire
 	defer s.Stop()
 	c, peer := pair(t, s)
-	done := make(chan error, 1)
-	go func() {
-		_, err := c.Read(make([]byte, 1))
-		done <- err
-	}()
+	done := readOne(c)
 	time.Sleep(20 * time.Millisecond)
 	_ = c.SetReadDeadline(time.Now())
 	select {
@@ -101,10 +91,7 @@ func TestPastDeadlineInterruptsAtOnce(t *testing.T) {
 	// A later deadline makes the connection usable again, although the
 	// real one is still in the past.
 	_ = c.SetReadDeadline(time.Now().Add(time.Hour))
-	go func() {
-		_, err := c.Read(make([]byte, 1))
-		done <- err
-	}()
+	done = readOne(c)
 	select {
 	case err := <-done:
 		t.Fatalf("read ended at once with %v", err)

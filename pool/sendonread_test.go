@@ -10,31 +10,18 @@ import (
 	"time"
 
 	"gopher-equalizer/deadline"
+	"gopher-equalizer/pool/pooltest"
 )
 
 // tcpPair returns a connected client (as the pool wraps it) and server.
 func tcpPair(t *testing.T, sweeper *deadline.Sweeper, sndbuf int) (*upstreamConn, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, server := pooltest.TCPPair(t)
 	if sndbuf > 0 {
-		_ = c.(*net.TCPConn).SetWriteBuffer(sndbuf)
+		_ = c.SetWriteBuffer(sndbuf)
 	}
-	server := <-accepted
 	u := newUpstreamConn(c, sweeper)
-	t.Cleanup(func() { u.Close(); server.Close() })
+	t.Cleanup(func() { u.Close() })
 	return u, server
 }
 

@@ -36,3 +36,30 @@ func RawBackend(t testing.TB, serve func(net.Conn)) (string, *atomic.Int64) {
 	}()
 	return "http://" + ln.Addr().String(), &accepted
 }
+
+// TCPPair returns both ends of one TCP connection on 127.0.0.1: the side
+// that dialled and the side that accepted. Both close when the test ends.
+func TCPPair(t testing.TB) (dialled *net.TCPConn, accepted net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		done <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := <-done
+	if server == nil {
+		c.Close()
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); server.Close() })
+	return c.(*net.TCPConn), server
+}
