@@ -36,9 +36,6 @@ func New(tick time.Duration) *Sweeper {
 // Stop ends the sweeper; its connections keep their last real deadlines.
 func (s *Sweeper) Stop() { s.once.Do(func() { close(s.stop) }) }
 
-// Tick is how late a deadline may fire.
-func (s *Sweeper) Tick() time.Duration { return s.tick }
-
 func (s *Sweeper) run() {
 	t := time.NewTicker(s.tick)
 	defer t.Stop()
@@ -209,18 +206,32 @@ func (c *Conn) CloseWrite() error {
 	return errors.New("deadline: CloseWrite on a connection that cannot half-close")
 }
 
-// NetConn returns the wrapped connection.
-func (c *Conn) NetConn() net.Conn { return c.Conn }
+// SyscallConn gives the wrapped socket's syscall.RawConn, with reads that
+// keep the coarse read deadline (a callback may run again after a timeout
+// the sweeper caused for a deadline that has moved since).
+func (c *Conn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("deadline: the wrapped connection has no file descriptor")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	return rawConn{rc, c}, nil
+}
 
-// RawRead runs rc.Read(f) (rc is the wrapped socket's) under the coarse
-// read deadline, as Read does: f may be called again after a timeout the
-// sweeper caused for a deadline that has moved since.
-func (c *Conn) RawRead(rc syscall.RawConn, f func(fd uintptr) bool) error {
+type rawConn struct {
+	syscall.RawConn
+	c *Conn
+}
+
+func (r rawConn) Read(f func(fd uintptr) bool) error {
 	for {
-		c.read.busy.Store(true)
-		err := rc.Read(f)
-		c.read.busy.Store(false)
-		if !c.stale(&c.read, err, false) {
+		r.c.read.busy.Store(true)
+		err := r.RawConn.Read(f)
+		r.c.read.busy.Store(false)
+		if !r.c.stale(&r.c.read, err, false) {
 			return err
 		}
 	}

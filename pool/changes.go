@@ -30,10 +30,7 @@ func (p *Pool) Apply(c Change, build func(spec string) (*Backend, error)) error 
 		if c.State == "drained" {
 			nb.state.Store(int32(Drained))
 		}
-		if err := p.Add(nb); err != nil {
-			return err
-		}
-		return nil
+		return p.Add(nb)
 	}
 	if b.Weight() != c.Weight {
 		p.SetWeight(b, c.Weight)

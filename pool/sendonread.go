@@ -5,8 +5,6 @@ import (
 	"io"
 	"net"
 	"syscall"
-
-	"gopher-equalizer/deadline"
 )
 
 // Sending a request when its answer is awaited. Go reads a socket before
@@ -50,12 +48,7 @@ func (u *upstreamConn) Read(p []byte) (int, error) {
 	}
 	u.holding = false
 	u.dst, u.n, u.err, u.sent = p, 0, nil, 0
-	var err error
-	if dc, ok := u.Conn.(*deadline.Conn); ok {
-		err = dc.RawRead(u.raw, u.sendThenRead)
-	} else {
-		err = u.raw.Read(u.sendThenRead)
-	}
+	err := u.raw.Read(u.sendThenRead) // under the coarse read deadline, if any
 	u.dst = nil
 	switch {
 	case err != nil && u.sent < len(u.held):

@@ -55,8 +55,8 @@ func (u *upstreamConn) moveWriteDeadline() {
 
 func newUpstreamConn(c net.Conn, deadlines *deadline.Sweeper) *upstreamConn {
 	u := &upstreamConn{Conn: deadlines.Wrap(c), fd: -1}
-	if tc, ok := c.(*net.TCPConn); ok {
-		if raw, err := tc.SyscallConn(); err == nil {
+	if sc, ok := u.Conn.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
 			_ = raw.Control(func(fd uintptr) { u.fd = int(fd) })
 			u.raw = raw
 			u.sendThenRead = u.sendOnRead

@@ -52,13 +52,10 @@ type Proxy struct {
 	key     ClientKey
 	Stats   Stats
 
-	ids    *requestIDs   // nil: request IDs off
-	access *accessLogger // nil: no access log
-	// keyedPick: the strategy picks by client key (hash), so the key is
-	// derived even without limiting.
-	keyedPick bool
-	errLog    *logthrottle.Logger // also holds the logger itself
-	tunnels   tunnels
+	ids     *requestIDs         // nil: request IDs off
+	access  *accessLogger       // nil: no access log
+	errLog  *logthrottle.Logger // also holds the logger itself
+	tunnels tunnels
 }
 
 // New returns a proxy over p. lim may be nil to forward without limiting.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"sync/atomic"
 
@@ -42,15 +43,9 @@ func (r *requestIDs) assign(f *fields, x *exchange) {
 	}
 	x.idLines = f.reqIDLines
 	x.idNew = true
-	id := append(x.idBuf[:0], r.prefix[:]...)
-	var n [16]byte
-	v := r.next.Add(1)
-	for i := len(n) - 1; i >= 0; i-- {
-		n[i] = "0123456789abcdef"[v&15]
-		v >>= 4
-	}
-	id = append(id, n[:]...)
-	x.idLen = len(id)
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], r.next.Add(1))
+	x.idLen = len(hex.AppendEncode(append(x.idBuf[:0], r.prefix[:]...), n[:]))
 }
 
 // upstream writes a new request ID into the request, in place of every
