@@ -32,7 +32,7 @@ OUT=${OUT:-$ROOT/bench/out}
 WORK=$(mktemp -d /tmp/equalizer-bench.XXXXXX)
 chmod 755 "$WORK"
 mkdir -p "$OUT"
-rm -f "$OUT"/*.txt "$OUT"/results.tsv
+rm -f "$OUT"/*.txt "$OUT"/results.tsv "$OUT"/pg.tsv
 
 PIDS=()
 PGDATA=""
@@ -125,6 +125,16 @@ eq equalizer-pg 9203 EQUALIZER_DATABASE_URL="postgres://postgres@127.0.0.1:$PGPO
 eq equalizer-header 9204 EQUALIZER_CLIENT_KEY=header:X-Client
 eq equalizer-pg-header 9207 EQUALIZER_CLIENT_KEY=header:X-Client \
   EQUALIZER_DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres?sslmode=disable"
+# The same, but a token takes 2 s to refill, longer than a spend waits to be
+# synced: no bucket is full again at its sync, so every client's spending is
+# written (the worst case for the store: a row per client per
+# EQUALIZER_PERSIST_INTERVAL). A million tokens: nobody is refused. A
+# database of its own: in the other one the same keys' rows carry the other
+# target's rate, which this instance would adopt.
+runuser -u postgres -- "$PGBIN/createdb" -h 127.0.0.1 -p $PGPORT -U postgres spending
+eq equalizer-pg-spending 9206 EQUALIZER_CLIENT_KEY=header:X-Client EQUALIZER_BUCKET_CAPACITY=1000000 \
+  EQUALIZER_BUCKET_REFILL_AMOUNT=1 EQUALIZER_BUCKET_REFILL_INTERVAL=2s \
+  EQUALIZER_DATABASE_URL="postgres://postgres@127.0.0.1:$PGPORT/spending?sslmode=disable"
 BASELINE_TARGETS=()
 port=9220
 for rev in ${BASELINE:-}; do
@@ -250,6 +260,7 @@ TARGETS=(
   "nginx-2-workers-tls https://127.0.0.1:9303"
   "gopher-equalizer-100k-clients 127.0.0.1:9204 many.lua"
   "gopher-equalizer-postgres-100k-clients 127.0.0.1:9207 many.lua"
+  "gopher-equalizer-postgres-100k-spending 127.0.0.1:9206 many.lua"
 )
 [ -n "${PROTOTYPE:-}" ] && BASELINE_TARGETS+=("event-loop-prototype 127.0.0.1:9219")
 TARGETS=("${TARGETS[@]:0:2}" "${BASELINE_TARGETS[@]}" "${TARGETS[@]:2}")
@@ -280,6 +291,21 @@ TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
 pgq() { psql -h 127.0.0.1 -p $PGPORT -U postgres -d postgres -Atc "$1"; }
 WAL0=$(pgq "SELECT pg_current_wal_lsn()")
+# What one PostgreSQL target made the database write during its run: rows
+# the instance sent and left unsent (its own counters, on its admin port)
+# and WAL bytes (the only writer then). Spending of the run's last second
+# lands in the next run; over rounds that evens out.
+synced_rows() {
+  curl -s "http://127.0.0.1:$(( ${1##*:} + 1000 ))/metrics" |
+    awk '/^equalizer_store_rows_synced_total/ {s = $2} /^equalizer_store_rows_refilled_total/ {r = $2} END {printf "%d %d", s, r}'
+}
+pg_now() { echo "$(synced_rows "$1") $(pgq "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")"; }
+pg_after() { # name conns addr "rows unsent wal" (before)
+  local b a
+  read -r -a b <<<"$4"
+  read -r -a a <<<"$(pg_now "$3")"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" $((a[0] - b[0])) $((a[1] - b[1])) $((a[2] - b[2])) >>"$OUT/pg.tsv"
+}
 echo "running: $ROUNDS rounds x connections {$CONNS} x ${DURATION}s, targets interleaved" >&2
 for round in $(seq 1 "$ROUNDS"); do
   for c in $CONNS; do
@@ -290,6 +316,7 @@ for round in $(seq 1 "$ROUNDS"); do
       [ -n "$script" ] && args+=(-s "$WORK/$script")
       file="$OUT/$name-c$c-r$round.txt"
       pids=$(pids_on "$addr")
+      [[ $name == *postgres* ]] && pg_before=$(pg_now "$addr")
       t0=$(cpu_ticks $pids)
       perf_pid=""
       if [ "$PERF" = 1 ]; then
@@ -300,6 +327,7 @@ for round in $(seq 1 "$ROUNDS"); do
       timeout $((DURATION + 30)) wrk "${args[@]}" "$(url_of "$addr")" >"$file" 2>&1 || true
       [ -n "$perf_pid" ] && wait "$perf_pid" 2>/dev/null
       t1=$(cpu_ticks $pids)
+      [[ $name == *postgres* ]] && pg_after "$name" "$c" "$addr" "$pg_before"
       reqs=$(awk '/requests in/ {print $1}' "$file")
       cpu_us=$(awk -v d=$(((t1 - t0) * TICK_US)) -v n="${reqs:-0}" 'BEGIN { if (n > 0) printf "%.2f", d / n; else print "" }')
       per_req() { awk -F, -v ev="$1" -v n="${reqs:-0}" '$3 == ev && n > 0 { printf "%.2f", $1 / n }' "$file.perf" 2>/dev/null; }
@@ -311,10 +339,13 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-# What PostgreSQL wrote for the two PostgreSQL targets.
+# What PostgreSQL wrote for the PostgreSQL targets (both databases).
 PG_SECONDS=$((ROUNDS * $(echo $CONNS | wc -w) * PG_TARGETS * DURATION))
 [ "$PG_SECONDS" -gt 0 ] || PG_SECONDS=1
-PG_STATS=$(pgq "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'token_buckets'")
+PG_STATS=$(for db in postgres spending; do
+  psql -h 127.0.0.1 -p $PGPORT -U postgres -d $db -Atc \
+    "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'token_buckets'"
+done | awk -F'|' '{ i += $1; u += $2; h += $3 } END { printf "%d|%d|%d", i, u, h }')
 WAL_BYTES=$(pgq "SELECT pg_current_wal_lsn() - '$WAL0'::pg_lsn")
 {
   echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $(go version | cut -d' ' -f3)"
@@ -327,5 +358,16 @@ WAL_BYTES=$(pgq "SELECT pg_current_wal_lsn() - '$WAL0'::pg_lsn")
     echo "PostgreSQL during the ${PG_SECONDS} s of traffic on the PostgreSQL targets: $ins rows inserted," \
       "$upd updated ($hot of them HOT), $((WAL_BYTES / 1048576)) MiB of WAL;" \
       "$(( (ins + upd) / PG_SECONDS )) rows and $((WAL_BYTES / PG_SECONDS / 1024)) KiB of WAL per second."
+    echo
+    echo "Per PostgreSQL target, median over rounds: rows written per second, rows left unsent because"
+    echo "the bucket had refilled to full (equalizer_store_rows_refilled_total), WAL per second."
+    echo
+    echo "| target | connections | rows written/s | rows unsent/s | WAL KiB/s |"
+    echo "|---|---|---|---|---|"
+    sort -k1,1 -k2,2n "$OUT/pg.tsv" | awk -F'\t' -v d="$DURATION" '
+      function med(a, n,   i, j, t) { for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t } return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
+      function emit() { if (n) printf "| %s | %s | %.0f | %.0f | %.0f |\n", k1, k2, med(w, n) / d, med(u, n) / d, med(b, n) / d / 1024 }
+      { if ($1 != k1 || $2 != k2) { emit(); k1 = $1; k2 = $2; n = 0 } n++; w[n] = $3; u[n] = $4; b[n] = $5 }
+      END { emit() }'
   fi
 } | tee "$OUT/results.md"

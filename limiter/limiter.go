@@ -125,6 +125,8 @@ type Limiter struct {
 	// turn serialises admin writes, Flush and eviction; a one-slot
 	// semaphore so that a waiting admin write gives up at its timeout.
 	turn chan struct{}
+	// flushes: when the last Flush calls ran (under turn).
+	flushes flushTimes
 	// idleSweepUntil: a sweep that found nothing to evict rests until then.
 	idleSweepUntil int64
 

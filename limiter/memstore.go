@@ -11,12 +11,15 @@ import (
 // (the persister does not run then, so automatic buckets are not copied),
 // and nothing survives a restart. Tests use it to watch what is saved.
 type MemoryStore struct {
-	mu   sync.Mutex
-	rows map[string]Bucket
+	mu    sync.Mutex
+	rows  map[string]Bucket
+	clock func() time.Time // time.Now; tests that drive time set their own
 }
 
 // NewMemoryStore returns an empty store.
-func NewMemoryStore() *MemoryStore { return &MemoryStore{rows: map[string]Bucket{}} }
+func NewMemoryStore() *MemoryStore {
+	return &MemoryStore{rows: map[string]Bucket{}, clock: time.Now}
+}
 
 // Save implements Store.
 func (m *MemoryStore) Save(_ context.Context, buckets []Bucket) error {
@@ -43,7 +46,7 @@ func (m *MemoryStore) Delete(_ context.Context, ids []string) error {
 func (m *MemoryStore) Sync(_ context.Context, spends []Spend, def Defaults) ([]Bucket, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := time.Now()
+	now := m.clock()
 	out := make([]Bucket, 0, len(spends))
 	for _, s := range spends {
 		row, ok := m.rows[s.ClientID]
@@ -76,8 +79,8 @@ func (m *MemoryStore) Load(_ context.Context, id string) (Bucket, bool, error) {
 	if !ok || b.Deleted {
 		return Bucket{}, false, nil
 	}
-	b.Tokens = refilled(b, time.Now())
-	b.LastRefill = time.Now()
+	b.Tokens = refilled(b, m.clock())
+	b.LastRefill = m.clock()
 	return b, true, nil
 }
 

@@ -34,6 +34,7 @@ func (l *Limiter) flush(ctx context.Context, now int64, all bool) (int, error) {
 	var list []*bucket
 	var spends []Spend
 	var waitHead, waitTail *bucket
+	refilled := 0
 	for b := l.dirty.Swap(nil); b != nil; {
 		next := b.next.Load()
 		b.next.Store(nil)
@@ -52,12 +53,19 @@ func (l *Limiter) flush(ctx context.Context, now int64, all bool) (int, error) {
 		default:
 			// Clear the flag before taking the count: a request that
 			// lands after it marks the bucket dirty again.
-			b.flags.And(^(flagDirty | deferredMask))
+			waited := (b.flags.And(^(flagDirty | deferredMask)) & deferredMask) / deferredOne
+			spent := b.spent.Swap(0)
+			if l.refilledSince(b, spent, l.flushes.before(int(waited)), now) {
+				refilled++
+				break
+			}
 			list = append(list, b)
-			spends = append(spends, Spend{ClientID: b.key, Spent: float64(b.spent.Swap(0)), Version: b.params.Load().version})
+			spends = append(spends, Spend{ClientID: b.key, Spent: float64(spent), Version: b.params.Load().version})
 		}
 		b = next
 	}
+	l.flushes.record(now)
+	l.SyncStats.Refilled.Add(uint64(refilled))
 	if waitHead != nil {
 		for {
 			head := l.dirty.Load()
@@ -120,6 +128,52 @@ func (l *Limiter) deferrable(b *bucket, now int64) bool {
 	}
 	p := b.params.Load()
 	return int64(b.spent.Load())*16 < p.capacity && b.tokens(now)*2 > float64(p.capacity)
+}
+
+// refilledShare: spending is left unsent only while it is at most this
+// share of what the bucket refilled meanwhile (see refilledSince).
+const refilledShare = 64
+
+// refilledSince reports whether the spending of b since its last sync can
+// stay unsent because the bucket has refilled to full since: the row it
+// would be added to is full as of now with or without it, so sending it
+// changes nothing a client or a restart can see. It only applies to a
+// bucket the store already has, and only while the spending is at most
+// 1/64 of what refilled since the last sync that could have counted it
+// (synced is that sync's time, 0 when unknown). Other instances cannot see
+// what stays unsent, so the bound matters with several: each hides at most
+// 1/64 of the rate, so N instances admit at most (N-1)/64 of the rate more
+// than a single one would, whatever the client's pattern. It is what makes
+// many clients far below their limit cheap: their rows are written when
+// they first come and when they spend fast, not once per request.
+func (l *Limiter) refilledSince(b *bucket, spent uint32, synced, now int64) bool {
+	if spent == 0 || synced <= 0 || !b.has(flagStored) || !b.full(now) {
+		return false
+	}
+	p := b.params.Load()
+	return (now-synced)/p.interval >= int64(spent)*refilledShare
+}
+
+// flushTimes remembers when the last Flush calls ran, so that a bucket
+// that waited k rounds knows its spending covers at least the time since
+// the call before those k: a bucket's count is only reset by a Flush.
+type flushTimes struct {
+	at [256]int64
+	n  int
+}
+
+func (f *flushTimes) record(now int64) {
+	f.at[f.n%len(f.at)] = now
+	f.n++
+}
+
+// before is the time of the Flush call k calls before the newest recorded
+// one (k = 0: the newest), or 0 when there were not that many.
+func (f *flushTimes) before(k int) int64 {
+	if k >= f.n || k >= len(f.at) {
+		return 0
+	}
+	return f.at[(f.n-1-k)%len(f.at)]
 }
 
 // adopt takes the store's state of b's row (tokens as of now) plus what b
@@ -241,6 +295,7 @@ func (l *Limiter) RunSweeper(ctx context.Context) {
 type SyncStats struct {
 	Duration    histogram.Histogram // of each Flush that sent something
 	Rows        atomic.Uint64       // buckets sent
+	Refilled    atomic.Uint64       // buckets whose spending stayed unsent: they refilled meanwhile
 	Errors      atomic.Uint64       // failed Flushes
 	LastSuccess atomic.Int64        // unix nanoseconds of the last Flush that went through
 }

@@ -96,6 +96,7 @@ var (
 
 	syncDurationDesc = desc("equalizer_store_sync_duration_seconds", "Duration of each sync of spending with PostgreSQL that sent rows.")
 	syncRowsDesc     = desc("equalizer_store_rows_synced_total", "Bucket rows sent to PostgreSQL.")
+	syncRefilledDesc = desc("equalizer_store_rows_refilled_total", "Bucket rows not sent to PostgreSQL because the bucket refilled to full since its spending (the row would not change).")
 	syncErrorsDesc   = desc("equalizer_store_sync_errors_total", "Syncs with PostgreSQL that failed (retried with backoff).")
 	syncLastDesc     = desc("equalizer_store_last_success_timestamp_seconds", "Unix time of the last sync with PostgreSQL that went through.")
 
@@ -157,6 +158,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ss := &l.SyncStats
 			ch <- constHistogram(syncDurationDesc, ss.Duration.Snapshot())
 			counter(syncRowsDesc, ss.Rows.Load())
+			counter(syncRefilledDesc, ss.Refilled.Load())
 			counter(syncErrorsDesc, ss.Errors.Load())
 			gauge(syncLastDesc, float64(ss.LastSuccess.Load())/float64(time.Second))
 		}

@@ -236,8 +236,15 @@ func write(w io.Writer, order []string, connsList []int, sum map[key]summary) {
 		fmt.Fprintf(w, "- metrics on / a build without them (-tags nometrics): %s requests/s, %s CPU per request\n", ratio(eq.rps, off.rps), ratio(eq.cpuUs, off.cpuUs))
 		fmt.Fprintf(w, "- access log to a file / no access log: %s requests/s, %s CPU per request\n", ratio(al.rps, eq.rps), ratio(al.cpuUs, eq.cpuUs))
 		fmt.Fprintf(w, "- PostgreSQL persistence / in-memory store: %s\n", ratio(sum[key{"gopher-equalizer-postgres", c}].rps, eq.rps))
-		fmt.Fprintf(w, "- PostgreSQL persistence and sync / in-memory store, 100,000 clients: %s\n",
-			ratio(sum[key{"gopher-equalizer-postgres-100k-clients", c}].rps, sum[key{"gopher-equalizer-100k-clients", c}].rps))
+		mem100k := sum[key{"gopher-equalizer-100k-clients", c}]
+		for _, pg := range []struct{ name, what string }{
+			{"gopher-equalizer-postgres-100k-clients", "100,000 clients"},
+			{"gopher-equalizer-postgres-100k-spending", "100,000 clients whose buckets never refill to full"},
+		} {
+			s := sum[key{pg.name, c}]
+			fmt.Fprintf(w, "- PostgreSQL persistence and sync / in-memory store, %s: %s requests/s, %s CPU per request\n",
+				pg.what, ratio(s.rps, mem100k.rps), ratio(s.cpuUs, mem100k.cpuUs))
+		}
 		fmt.Fprintf(w, "- 429 path / forward path: %s\n", ratio(sum[key{"gopher-equalizer-429", c}].rps, eq.rps))
 		etls, ntls := sum[key{"gopher-equalizer-tls", c}], sum[key{"nginx-2-workers-tls", c}]
 		fmt.Fprintf(w, "- TLS termination, gopher-equalizer / nginx 2 workers (same certificate): %s requests/s; p99 %v vs %v\n",
