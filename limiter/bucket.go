@@ -27,7 +27,8 @@ type bucket struct {
 // pair or the new one, never a mix.
 type params struct {
 	capacity int64
-	interval int64 // nanoseconds per token
+	rate     float64 // tokens per second, as configured (interval is rounded)
+	interval int64   // nanoseconds per token
 	// slack absorbs clock skew between goroutines: requests are stamped
 	// when they were read, so a request may carry a time a few
 	// nanoseconds older than one already charged. Without slack such a
@@ -41,7 +42,7 @@ type params struct {
 
 func newParams(capacity int64, ratePerSec float64) *params {
 	interval := intervalFor(ratePerSec)
-	return &params{capacity: capacity, interval: interval, slack: min(interval/16, int64(time.Millisecond))}
+	return &params{capacity: capacity, rate: ratePerSec, interval: interval, slack: min(interval/16, int64(time.Millisecond))}
 }
 
 const (
@@ -101,6 +102,11 @@ func (b *bucket) tokens(now int64) float64 {
 	p := b.params.Load()
 	debt := max(b.tat.Load()-now, 0)
 	return max(float64(p.capacity)-float64(debt)/float64(p.interval), 0)
+}
+
+// left is the tokens at now, negative in debt, unlike tokens.
+func (b *bucket) left(p *params, now int64) float64 {
+	return float64(p.capacity) - float64(max(b.tat.Load()-now, 0))/float64(p.interval)
 }
 
 // full reports whether the bucket has refilled completely at now.

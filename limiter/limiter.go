@@ -56,13 +56,26 @@ type Bucket struct {
 type Spend struct {
 	ClientID string
 	Spent    float64
+	// Left is what the bucket holds here after the spending, as of the
+	// sync. The row can hold no more: the other instances' spending only
+	// lowers it. It is the bound that keeps the refill the row earned
+	// while this instance was spending: the row adds its refill since its
+	// last sync, uncapped, subtracts Spent, and takes the least of that,
+	// Left and the capacity. Without it the store would have to assume
+	// every token was spent at the sync (refill capped first, then the
+	// spending), which charges a client spending steadily for the refill
+	// it used whenever rate x sync interval exceeds the capacity.
+	Left float64
+	// Capacity and RatePerSec are the bucket's parameters here, for a row
+	// the store creates.
+	Capacity   int64
+	RatePerSec float64
 	// Version is the admin version the spending was made under: spending
 	// under an older version than the row's is dropped.
 	Version int64
 }
 
-// Defaults are the capacity and rate of a row the store creates for a
-// bucket it has not seen.
+// Defaults are the capacity and rate of buckets created on first sight.
 type Defaults struct {
 	Capacity   int64
 	RatePerSec float64
@@ -72,13 +85,13 @@ type Defaults struct {
 func (b Bucket) WholeTokens() int64 { return int64(math.Floor(b.Tokens + 1e-9)) }
 
 // Store persists buckets. Save and Delete are admin writes of whole rows;
-// Sync adds spending to rows (creating missing ones with the defaults) and
-// answers every row's state now, tokens refilled to the moment of the
-// answer. They are called in turn, never at once.
+// Sync adds spending to rows (creating missing ones with the spend's
+// parameters and Left) and answers every row's state now, tokens refilled
+// to the moment of the answer. They are called in turn, never at once.
 type Store interface {
 	Save(ctx context.Context, buckets []Bucket) error
 	Delete(ctx context.Context, clientIDs []string) error
-	Sync(ctx context.Context, spends []Spend, defaults Defaults) ([]Bucket, error)
+	Sync(ctx context.Context, spends []Spend) ([]Bucket, error)
 	// Load reads one row as it is now; found is false for no row or a
 	// tombstone.
 	Load(ctx context.Context, clientID string) (row Bucket, found bool, err error)

@@ -141,11 +141,11 @@ func (f *failingStore) Delete(ctx context.Context, ids []string) error {
 	return f.MemoryStore.Delete(ctx, ids)
 }
 
-func (f *failingStore) Sync(ctx context.Context, s []Spend, d Defaults) ([]Bucket, error) {
+func (f *failingStore) Sync(ctx context.Context, s []Spend) ([]Bucket, error) {
 	if f.down.Load() {
 		return nil, errDown
 	}
-	return f.MemoryStore.Sync(ctx, s, d)
+	return f.MemoryStore.Sync(ctx, s)
 }
 
 func TestFlushKeepsDirtyWhileStoreIsDown(t *testing.T) {

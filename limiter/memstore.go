@@ -41,9 +41,10 @@ func (m *MemoryStore) Delete(_ context.Context, ids []string) error {
 	return nil
 }
 
-// Sync implements Store: spending is added to the rows, which are refilled
-// to now first; a missing row is created with the spend's defaults.
-func (m *MemoryStore) Sync(_ context.Context, spends []Spend, def Defaults) ([]Bucket, error) {
+// Sync implements Store as pgstore does: each row refilled to now
+// (uncapped) less the spending, at most the spend's Left and the capacity;
+// a missing row is created at Left with the spend's parameters.
+func (m *MemoryStore) Sync(_ context.Context, spends []Spend) ([]Bucket, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.clock()
@@ -52,10 +53,13 @@ func (m *MemoryStore) Sync(_ context.Context, spends []Spend, def Defaults) ([]B
 		row, ok := m.rows[s.ClientID]
 		switch {
 		case !ok:
-			row = Bucket{ClientID: s.ClientID, Capacity: def.Capacity, RatePerSec: def.RatePerSec, Tokens: float64(def.Capacity) - s.Spent}
+			row = Bucket{ClientID: s.ClientID, Capacity: s.Capacity, RatePerSec: s.RatePerSec,
+				Tokens: max(min(s.Left, float64(s.Capacity)), -float64(s.Capacity)-s.RatePerSec)}
 		case row.Deleted:
 		case row.Version == s.Version:
-			row.Tokens = refilled(row, now) - s.Spent
+			c := float64(row.Capacity)
+			uncapped := row.Tokens + row.RatePerSec*now.Sub(row.LastRefill).Seconds()
+			row.Tokens = max(min(c, uncapped-s.Spent, s.Left), -c-row.RatePerSec)
 		default: // spent under an older admin version: dropped
 			row.Tokens = refilled(row, now)
 		}

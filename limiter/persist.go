@@ -60,7 +60,9 @@ func (l *Limiter) flush(ctx context.Context, now int64, all bool) (int, error) {
 				break
 			}
 			list = append(list, b)
-			spends = append(spends, Spend{ClientID: b.key, Spent: float64(spent), Version: b.params.Load().version})
+			p := b.params.Load()
+			spends = append(spends, Spend{ClientID: b.key, Spent: float64(spent), Left: b.left(p, now),
+				Capacity: p.capacity, RatePerSec: p.rate, Version: p.version})
 		}
 		b = next
 	}
@@ -78,7 +80,7 @@ func (l *Limiter) flush(ctx context.Context, now int64, all bool) (int, error) {
 	if len(spends) == 0 {
 		return 0, nil
 	}
-	rows, err := l.store.Sync(ctx, spends, Defaults{Capacity: l.cfg.Capacity, RatePerSec: l.cfg.RatePerSec})
+	rows, err := l.store.Sync(ctx, spends)
 	if err != nil {
 		for i, b := range list {
 			b.spent.Add(uint32(spends[i].Spent))

@@ -112,7 +112,7 @@ func (s *Store) catchUp(ctx context.Context, lim *limiter.Limiter, since *time.T
 // stateColumns selects a row as it is now: tokens refilled to now.
 const stateColumns = `
 SELECT client_id, capacity,
-       GREATEST(LEAST(capacity, tokens + rate_per_sec * extract(epoch FROM now() - last_refill)), -capacity),
+       GREATEST(LEAST(capacity, tokens + rate_per_sec * extract(epoch FROM now() - last_refill)), -(capacity + rate_per_sec)),
        rate_per_sec, managed, version, deleted, admin_at
 FROM token_buckets`
 

@@ -211,34 +211,53 @@ func connectionLost(err error) bool {
 }
 
 // reviveSQL brings back to life, as new automatic rows, the tombstones
-// that a bucket created since the delete (version 0) spends on.
+// that a bucket created since the delete (version 0) spends on: at the
+// bucket's level here, with its parameters.
 const reviveSQL = `
 UPDATE token_buckets AS t SET
-    capacity = $4::bigint, rate_per_sec = $5::float8, managed = false, deleted = false, version = t.version + 1,
-    tokens = GREATEST($4::bigint - u.spent, -$4::bigint), last_refill = now(), updated_at = now()
-FROM unnest($1::text[], $2::float8[], $3::bigint[]) AS u(client_id, spent, version)
+    capacity = u.capacity, rate_per_sec = u.rate, managed = false, deleted = false, version = t.version + 1,
+    tokens = u.left_tokens, last_refill = now(), updated_at = now()
+FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::float8[], $5::bigint[]) AS u(client_id, capacity, rate, left_tokens, version)
 WHERE t.client_id = u.client_id AND t.deleted AND u.version = 0`
 
-// syncSQL adds each spend to its row, refilled to now first, and creates
-// the missing rows with the defaults. A conflicting insert (another
-// instance created the row meanwhile) adds its spend too: the spend rides
-// in EXCLUDED as capacity - tokens. Spending under another admin version
-// than the row's is dropped, and tombstones are left alone. Only the token
-// state and updated_at change, and no index covers them: HOT updates.
+// syncSQL adds each spend to its row and creates the missing rows. A row's
+// new tokens are its tokens refilled to now without the cap, less the
+// spend, at most the bucket's level at the sending instance (Spend.Left)
+// and at most the capacity, at least the debt bound: minus one capacity and
+// one second of refill (see migration 005).
+//
+// ON CONFLICT can only see the proposed row (EXCLUDED), so it carries both
+// numbers in a state that is also right for a new row: capacity - spent
+// tokens as of ahead seconds ago, which the refill brings to exactly Left
+// now. The update reads the spend back as capacity - tokens and Left as
+// tokens + rate x (now - last_refill). ahead is negative when Left is below
+// capacity - spent (a bucket that started in debt): last_refill is then a
+// moment after now(), and the refill arithmetic still gives Left.
+//
+// Spending under another admin version than the row's is dropped, and
+// tombstones are left alone. Only the token state and updated_at change,
+// and no index covers them: HOT updates.
 const syncSQL = `
 INSERT INTO token_buckets AS t (client_id, capacity, tokens, rate_per_sec, last_refill, version)
-SELECT u.client_id, $4::bigint, $4::bigint - u.spent, $5::float8, now(), u.version
-FROM unnest($1::text[], $2::float8[], $3::bigint[]) AS u(client_id, spent, version)
+SELECT u.client_id, u.capacity, u.capacity - u.spent, u.rate, now() - u.ahead * interval '1 second', u.version
+FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::float8[], $5::float8[], $6::bigint[])
+    AS u(client_id, capacity, rate, spent, ahead, version)
 ON CONFLICT (client_id) DO UPDATE SET
-    tokens = GREATEST(LEAST(t.capacity, t.tokens + t.rate_per_sec * extract(epoch FROM now() - t.last_refill))
-                      - (EXCLUDED.capacity - EXCLUDED.tokens), -t.capacity),
+    tokens = GREATEST(LEAST(t.capacity,
+        t.tokens + t.rate_per_sec * extract(epoch FROM now() - t.last_refill) - (EXCLUDED.capacity - EXCLUDED.tokens),
+        EXCLUDED.tokens + EXCLUDED.rate_per_sec * extract(epoch FROM now() - EXCLUDED.last_refill)),
+        -(t.capacity + t.rate_per_sec)),
     last_refill = now(),
     updated_at = now()
 WHERE NOT t.deleted AND t.version = EXCLUDED.version`
 
-// syncReturning makes syncSQL answer each row it wrote, as it is now.
+// syncReturning makes syncSQL answer each row it wrote, as it is now (an
+// inserted row's last_refill is not now: see syncSQL).
 const syncReturning = `
-RETURNING t.client_id, t.capacity, t.tokens, t.rate_per_sec, t.managed, t.version, t.deleted`
+RETURNING t.client_id, t.capacity,
+    GREATEST(LEAST(t.capacity, t.tokens + t.rate_per_sec * extract(epoch FROM now() - t.last_refill)),
+        -(t.capacity + t.rate_per_sec)),
+    t.rate_per_sec, t.managed, t.version, t.deleted`
 
 // scanSynced appends the rows of a sync answer to dst.
 func scanSynced(rows pgx.Rows, dst []limiter.Bucket) ([]limiter.Bucket, error) {
@@ -257,13 +276,13 @@ func scanSynced(rows pgx.Rows, dst []limiter.Bucket) ([]limiter.Bucket, error) {
 // stateSQL reads rows as they are now, tokens refilled to now.
 const stateSQL = `
 SELECT client_id, capacity,
-       GREATEST(LEAST(capacity, tokens + rate_per_sec * extract(epoch FROM now() - last_refill)), -capacity),
+       GREATEST(LEAST(capacity, tokens + rate_per_sec * extract(epoch FROM now() - last_refill)), -(capacity + rate_per_sec)),
        rate_per_sec, managed, version, deleted
 FROM token_buckets WHERE client_id = ANY($1)`
 
 // Sync implements limiter.Store: one statement adds the spending of up to
 // batchSize buckets, a second reads back their state, in one transaction.
-func (s *Store) Sync(ctx context.Context, spends []limiter.Spend, def limiter.Defaults) ([]limiter.Bucket, error) {
+func (s *Store) Sync(ctx context.Context, spends []limiter.Spend) ([]limiter.Bucket, error) {
 	// Every instance locks rows in key order, so that two batches that
 	// share keys wait for each other instead of deadlocking.
 	spends = s.validSpends(spends)
@@ -273,11 +292,19 @@ func (s *Store) Sync(ctx context.Context, spends []limiter.Spend, def limiter.De
 		batch := spends[start:min(start+batchSize, len(spends))]
 		n := len(batch)
 		ids := make([]string, n)
+		caps := make([]int64, n)
+		rates := make([]float64, n)
 		spent := make([]float64, n)
+		ahead := make([]float64, n)
+		lefts := make([]float64, n)
 		versions := make([]int64, n)
 		for i, sp := range batch {
-			// A new row may start at most one capacity in debt.
-			ids[i], spent[i], versions[i] = sp.ClientID, min(sp.Spent, 2*float64(def.Capacity)), sp.Version
+			c, debt := float64(sp.Capacity), float64(sp.Capacity)+sp.RatePerSec
+			// A new row may start at most at the debt bound.
+			ids[i], caps[i], rates[i], versions[i] = sp.ClientID, sp.Capacity, sp.RatePerSec, sp.Version
+			spent[i] = min(sp.Spent, c+debt)
+			lefts[i] = max(min(sp.Left, c), -debt)
+			ahead[i] = (lefts[i] - (c - spent[i])) / sp.RatePerSec
 		}
 		var got []limiter.Bucket
 		err := s.retryConflict(ctx, func() error {
@@ -285,7 +312,7 @@ func (s *Store) Sync(ctx context.Context, spends []limiter.Spend, def limiter.De
 			return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 				// The common case is one statement: the upsert returns the
 				// rows it wrote, as they are now.
-				rows, err := tx.Query(ctx, syncSQL+syncReturning, ids, spent, versions, def.Capacity, def.RatePerSec)
+				rows, err := tx.Query(ctx, syncSQL+syncReturning, ids, caps, rates, spent, ahead, versions)
 				if err != nil {
 					return err
 				}
@@ -302,14 +329,15 @@ func (s *Store) Sync(ctx context.Context, spends []limiter.Spend, def limiter.De
 					written[b.ClientID] = true
 				}
 				var mIDs []string
-				var mSpent []float64
-				var mVersions []int64
+				var mCaps, mVersions []int64
+				var mRates, mLefts []float64
 				for k, id := range ids {
 					if !written[id] {
-						mIDs, mSpent, mVersions = append(mIDs, id), append(mSpent, spent[k]), append(mVersions, versions[k])
+						mIDs, mCaps, mRates = append(mIDs, id), append(mCaps, caps[k]), append(mRates, rates[k])
+						mLefts, mVersions = append(mLefts, lefts[k]), append(mVersions, versions[k])
 					}
 				}
-				if _, err := tx.Exec(ctx, reviveSQL, mIDs, mSpent, mVersions, def.Capacity, def.RatePerSec); err != nil {
+				if _, err := tx.Exec(ctx, reviveSQL, mIDs, mCaps, mRates, mLefts, mVersions); err != nil {
 					return err
 				}
 				rows, err = tx.Query(ctx, stateSQL, mIDs)
@@ -361,6 +389,10 @@ func invalidSpend(sp limiter.Spend) string {
 		return "client_id holds a NUL byte"
 	case math.IsNaN(sp.Spent) || math.IsInf(sp.Spent, 0) || sp.Spent < 0:
 		return "spent is not a finite non-negative number"
+	case math.IsNaN(sp.Left) || math.IsInf(sp.Left, 0):
+		return "left is not a finite number"
+	case sp.Capacity <= 0 || !(sp.RatePerSec > 0) || math.IsInf(sp.RatePerSec, 0):
+		return "capacity or rate is not positive"
 	}
 	return ""
 }
@@ -388,7 +420,7 @@ func (s *Store) retryConflict(ctx context.Context, tx func() error) error {
 // their tokens, cut to the new capacity. Admin buckets keep their own.
 func (s *Store) SetDefaults(ctx context.Context, old, now limiter.Defaults) (int64, error) {
 	tag, err := s.pool.Exec(ctx, `
-UPDATE token_buckets SET capacity = $1, rate_per_sec = $2, tokens = GREATEST(LEAST(tokens, $1), -$1), updated_at = now()
+UPDATE token_buckets SET capacity = $1, rate_per_sec = $2, tokens = GREATEST(LEAST(tokens, $1), -($1 + $2)), updated_at = now()
 WHERE NOT managed AND NOT deleted AND capacity = $3 AND rate_per_sec = $4`,
 		now.Capacity, now.RatePerSec, old.Capacity, old.RatePerSec)
 	return tag.RowsAffected(), err

@@ -87,7 +87,7 @@ func TestConstraintsRejectBadRows(t *testing.T) {
 	}{
 		{"a", 0, 0, 1, "token_buckets_capacity_positive"},
 		{"b", -1, 0, 1, "token_buckets_capacity_positive"},
-		{"c", 10, -11, 1, "token_buckets_tokens_bounded_debt"},
+		{"c", 10, -11.5, 1, "token_buckets_tokens_bounded_debt"}, // past one capacity and one second of refill
 		{"d", 10, 11, 1, "token_buckets_tokens_within_capacity"},
 		{"e", 10, 5, 0, "token_buckets_rate_positive"},
 		{"", 10, 5, 1, "token_buckets_client_id_length"},
@@ -237,11 +237,11 @@ func TestSyncAddsSpendingOfSeveralInstances(t *testing.T) {
 	if err := s.Save(ctx, []limiter.Bucket{{ClientID: "k", Capacity: 10, Tokens: 5, RatePerSec: rate, LastRefill: time.Now(), Managed: true}}); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := s.Sync(ctx, []limiter.Spend{{ClientID: "k", Spent: 3, Version: 0}}, limiter.Defaults{Capacity: 10, RatePerSec: rate})
+	rows, err := s.Sync(ctx, []limiter.Spend{spendOf("k", 3, 0, rate)})
 	if err != nil || len(rows) != 1 || rows[0].WholeTokens() != 5 || rows[0].Version != 1 || !rows[0].Managed {
 		t.Fatalf("stale spend after an admin change: %+v %v", rows, err)
 	}
-	rows, _ = s.Sync(ctx, []limiter.Spend{{ClientID: "k", Spent: 1, Version: 1}}, limiter.Defaults{Capacity: 10, RatePerSec: rate})
+	rows, _ = s.Sync(ctx, []limiter.Spend{spendOf("k", 1, 1, rate)})
 	if rows[0].WholeTokens() != 4 {
 		t.Fatalf("spend under the current version: %+v", rows)
 	}
@@ -250,14 +250,20 @@ func TestSyncAddsSpendingOfSeveralInstances(t *testing.T) {
 	if err := s.Delete(ctx, []string{"k"}); err != nil {
 		t.Fatal(err)
 	}
-	rows, _ = s.Sync(ctx, []limiter.Spend{{ClientID: "k", Spent: 2, Version: 1}}, limiter.Defaults{Capacity: 10, RatePerSec: rate})
+	rows, _ = s.Sync(ctx, []limiter.Spend{spendOf("k", 2, 1, rate)})
 	if !rows[0].Deleted {
 		t.Fatalf("a stale sync undid a delete: %+v", rows)
 	}
-	rows, _ = s.Sync(ctx, []limiter.Spend{{ClientID: "k", Spent: 2, Version: 0}}, limiter.Defaults{Capacity: 10, RatePerSec: rate})
+	rows, _ = s.Sync(ctx, []limiter.Spend{spendOf("k", 2, 0, rate)})
 	if rows[0].Deleted || rows[0].Managed || rows[0].WholeTokens() != 8 {
 		t.Fatalf("a new bucket after the delete: %+v", rows)
 	}
+}
+
+// spendOf is a spend of a bucket of capacity 10 that was full until it
+// spent at the sync: Left is 10 - spent.
+func spendOf(id string, spent float64, version int64, rate float64) limiter.Spend {
+	return limiter.Spend{ClientID: id, Spent: spent, Left: 10 - spent, Capacity: 10, RatePerSec: rate, Version: version}
 }
 
 // TestSyncSkipsRowsPostgresWouldRefuse: client keys come from hostile
@@ -267,14 +273,14 @@ func TestSyncSkipsRowsPostgresWouldRefuse(t *testing.T) {
 	s := open(t, c.NewDatabase(t))
 	ctx := context.Background()
 	spends := []limiter.Spend{
-		{ClientID: "\xff\xfe", Spent: 1},
-		{ClientID: "a\x00b", Spent: 1},
-		{ClientID: strings.Repeat("x", 257), Spent: 1},
-		{ClientID: "nan", Spent: math.NaN()},
-		{ClientID: "good", Spent: 3},
-		{ClientID: "ünïcode", Spent: 1},
+		spendOf("\xff\xfe", 1, 0, 1),
+		spendOf("a\x00b", 1, 0, 1),
+		spendOf(strings.Repeat("x", 257), 1, 0, 1),
+		spendOf("nan", math.NaN(), 0, 1),
+		spendOf("good", 3, 0, 1),
+		spendOf("ünïcode", 1, 0, 1),
 	}
-	rows, err := s.Sync(ctx, spends, limiter.Defaults{Capacity: 10, RatePerSec: 1})
+	rows, err := s.Sync(ctx, spends)
 	if err != nil {
 		t.Fatalf("one bad row failed the batch: %v", err)
 	}
@@ -404,5 +410,47 @@ INSERT INTO token_buckets (client_id, capacity, tokens, rate_per_sec, last_refil
 	}
 	if strings.Join(left, ",") != "admin-old,debt-old,full-recent" {
 		t.Fatalf("left %v", left)
+	}
+}
+
+// TestSyncBoundsRowsByWhatTheInstanceHasLeft: the row keeps the refill a
+// client used while it spent between two syncs (Spend.Left bounds it),
+// and other instances' spending still comes off it.
+func TestSyncBoundsRowsByWhatTheInstanceHasLeft(t *testing.T) {
+	c := pgtest.Require(t)
+	s := open(t, c.NewDatabase(t))
+	ctx := context.Background()
+	sync := func(sp limiter.Spend) limiter.Bucket {
+		t.Helper()
+		sp.Capacity, sp.RatePerSec = 10, 100
+		rows, err := s.Sync(ctx, []limiter.Spend{sp})
+		if err != nil || len(rows) != 1 {
+			t.Fatalf("sync %+v: %v %v", sp, rows, err)
+		}
+		return rows[0]
+	}
+	// 30 admitted in 200 ms from a bucket of 10 at 100/s: 2 left here. A
+	// store that charged all 30 at the sync would say -20 (the debt bound).
+	if row := sync(limiter.Spend{ClientID: "k", Spent: 30, Left: 2}); math.Abs(row.Tokens-2) > 0.01 {
+		t.Fatalf("new row: %+v, want 2 tokens", row)
+	}
+	time.Sleep(250 * time.Millisecond)
+	// 20 more in the next 250 ms, 1 left here: refilled without the cap,
+	// the row would have 7; what this instance has left bounds it.
+	if row := sync(limiter.Spend{ClientID: "k", Spent: 20, Left: 1}); math.Abs(row.Tokens-1) > 0.01 {
+		t.Fatalf("second sync: %+v, want 1 token", row)
+	}
+	// Another instance that saw the bucket full spends 5 at once: it comes
+	// off the row (about -4; the refill since is a few tokens at most).
+	if row := sync(limiter.Spend{ClientID: "k", Spent: 5, Left: 5}); row.Tokens > -2 || row.Tokens < -4.01 {
+		t.Fatalf("other instance's spend: %+v, want about -4 tokens", row)
+	}
+	// A bucket that started in debt here (evicted and back) is created at
+	// its level, below capacity - spent.
+	if row := sync(limiter.Spend{ClientID: "d", Spent: 1, Left: -5}); math.Abs(row.Tokens+5) > 0.01 {
+		t.Fatalf("new row in debt: %+v, want -5 tokens", row)
+	}
+	if row, ok, err := s.Load(ctx, "d"); err != nil || !ok || row.Tokens < -5 || row.Tokens > -3 {
+		t.Fatalf("row in debt read back: %+v %v %v", row, ok, err)
 	}
 }

@@ -43,13 +43,13 @@ func main() {
 		os.Exit(1)
 	}
 	defer conn.Close(ctx)
-	def := limiter.Defaults{Capacity: 1_000_000_000, RatePerSec: 1_000_000_000}
 	sync := func(from int) {
 		spends := make([]limiter.Spend, *batch)
 		for i := range spends {
-			spends[i] = limiter.Spend{ClientID: "client-" + strconv.Itoa((from+i*7919)%*keys), Spent: 1}
+			spends[i] = limiter.Spend{ClientID: "client-" + strconv.Itoa((from+i*7919)%*keys), Spent: 1,
+				Left: 1e9 - 1, Capacity: 1e9, RatePerSec: 1e9}
 		}
-		if _, err := store.Sync(ctx, spends, def); err != nil {
+		if _, err := store.Sync(ctx, spends); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
