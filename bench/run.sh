@@ -275,9 +275,10 @@ for t in "${TARGETS[@]}"; do set -- $t; wait_http "$2"; done
 curl -s -o /dev/null 127.0.0.1:9205/ # spend the only token of the 429 run
 
 # CPU per request: the user+system CPU of every process listening on the
-# target's port (nginx's workers, all of HAProxy's threads), over the run,
-# divided by the requests wrk completed. Steadier than requests/s on a
-# shared machine, and what "cost" means.
+# target's port (nginx's workers, all of HAProxy's threads), and for the
+# PostgreSQL targets every PostgreSQL process too, over the run, divided by
+# the requests wrk completed. Steadier than requests/s on a shared machine,
+# and what "cost" means.
 pids_on() { ss -ltnpH "sport = :${1##*:}" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u; }
 cpu_ticks() {
   local total=0 p f
@@ -316,8 +317,13 @@ for round in $(seq 1 "$ROUNDS"); do
       [ -n "$script" ] && args+=(-s "$WORK/$script")
       file="$OUT/$name-c$c-r$round.txt"
       pids=$(pids_on "$addr")
-      [[ $name == *postgres* ]] && pg_before=$(pg_now "$addr")
-      t0=$(cpu_ticks $pids)
+      cpu_pids=$pids
+      if [[ $name == *postgres* ]]; then
+        pg_before=$(pg_now "$addr")
+        # The cost of persistence includes the database's CPU.
+        cpu_pids="$pids $(pgrep -u postgres -x postgres | tr '\n' ' ')"
+      fi
+      t0=$(cpu_ticks $cpu_pids)
       perf_pid=""
       if [ "$PERF" = 1 ]; then
         perf stat -x, -e context-switches,raw_syscalls:sys_enter -p "$(echo $pids | tr ' ' ,)" -o "$file.perf" \
@@ -326,7 +332,7 @@ for round in $(seq 1 "$ROUNDS"); do
       fi
       timeout $((DURATION + 30)) wrk "${args[@]}" "$(url_of "$addr")" >"$file" 2>&1 || true
       [ -n "$perf_pid" ] && wait "$perf_pid" 2>/dev/null
-      t1=$(cpu_ticks $pids)
+      t1=$(cpu_ticks $cpu_pids)
       [[ $name == *postgres* ]] && pg_after "$name" "$c" "$addr" "$pg_before"
       reqs=$(awk '/requests in/ {print $1}' "$file")
       cpu_us=$(awk -v d=$(((t1 - t0) * TICK_US)) -v n="${reqs:-0}" 'BEGIN { if (n > 0) printf "%.2f", d / n; else print "" }')

@@ -242,7 +242,7 @@ func write(w io.Writer, order []string, connsList []int, sum map[key]summary) {
 			{"gopher-equalizer-postgres-100k-spending", "100,000 clients whose buckets never refill to full"},
 		} {
 			s := sum[key{pg.name, c}]
-			fmt.Fprintf(w, "- PostgreSQL persistence and sync / in-memory store, %s: %s requests/s, %s CPU per request\n",
+			fmt.Fprintf(w, "- PostgreSQL persistence and sync / in-memory store, %s: %s requests/s, %s CPU per request (PostgreSQL's CPU included)\n",
 				pg.what, ratio(s.rps, mem100k.rps), ratio(s.cpuUs, mem100k.cpuUs))
 		}
 		fmt.Fprintf(w, "- 429 path / forward path: %s\n", ratio(sum[key{"gopher-equalizer-429", c}].rps, eq.rps))
