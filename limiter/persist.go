@@ -158,7 +158,9 @@ func (l *Limiter) refilledSince(b *bucket, spent uint32, synced, now int64) bool
 
 // flushTimes remembers when the last Flush calls ran, so that a bucket
 // that waited k rounds knows its spending covers at least the time since
-// the call before those k: a bucket's count is only reset by a Flush.
+// the call before those k: a bucket's count is reset by a Flush (or by an
+// admin write, which sets the state itself; the window then starts a
+// little later than assumed, at most one interval's 1/64 more unsent).
 type flushTimes struct {
 	at [256]int64
 	n  int
