@@ -235,3 +235,36 @@ func TestBareLineFeedRequestsAreAnswered(t *testing.T) {
 		}
 	}
 }
+
+// TestPipelinedBodyIsNotMendedLikeAHead: the head repair above applies to
+// the bytes that start a request head, never to a body. Here the second
+// request's head arrives with the first request, and the rest of its body,
+// which starts with a blank line of bare line feeds, in a later read.
+func TestPipelinedBodyIsNotMendedLikeAHead(t *testing.T) {
+	url, got := startBackend(t, nil)
+	h := startProxy(t, options{}, url)
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
+	io.WriteString(c, "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"+
+		"POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 8\r\n\r\nab")
+	time.Sleep(100 * time.Millisecond) // the rest in a read of its own
+	io.WriteString(c, "\n\ncdef")
+	br := bufio.NewReader(c)
+	for i := range 2 {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("answer %d: %v %v", i+1, resp, err)
+		}
+		io.Copy(io.Discard, resp.Body) //nolint:errcheck
+	}
+	if s := recv(t, got); s.body != "hello" {
+		t.Fatalf("first body %q", s.body)
+	}
+	if s := recv(t, got); s.body != "ab\n\ncdef" {
+		t.Fatalf("second body %q, want %q", s.body, "ab\n\ncdef")
+	}
+}

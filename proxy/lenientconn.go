@@ -52,7 +52,8 @@ func (l LenientListener) Accept() (net.Conn, error) {
 // another (a tunnel's shutdown).
 type clientConn struct {
 	net.Conn
-	atHead  bool        // the next bytes read start (or continue) a request head
+	atHead  bool        // the next bytes read may start a request head
+	inHead  bool        // they did: the head goes on until its blank line
 	carry   []byte      // rewritten bytes that did not fit the caller's buffer
 	body    requestBody // the streamed request body's wrapper, reused
 	open    *atomic.Int64
@@ -106,9 +107,31 @@ func (c *clientConn) Read(p []byte) (int, error) {
 	}
 	n, err := c.Conn.Read(p)
 	if c.atHead && n > 0 {
+		if !c.inHead && !startsRequestLine(p[:n]) {
+			// Not a head: the rest of a body whose head the server read
+			// ahead (pipelining). It is never mended.
+			c.atHead = false
+			return n, err
+		}
+		c.inHead = true
 		n = c.fixHead(p, n)
 	}
 	return n, err
+}
+
+// startsRequestLine reports whether b can be the start of a request head:
+// optional CRLF empty lines, a method's letters, then a space or the end
+// of b (a head may come in pieces; letters alone cannot be told from a
+// body).
+func startsRequestLine(b []byte) bool {
+	for bytes.HasPrefix(b, crlfcrlf[:2]) {
+		b = b[2:]
+	}
+	i := 0
+	for i < len(b) && (b[i] >= 'A' && b[i] <= 'Z' || b[i] >= 'a' && b[i] <= 'z') {
+		i++
+	}
+	return i > 0 && (i == len(b) || b[i] == ' ') || len(b) == 0
 }
 
 var (
@@ -127,10 +150,10 @@ func (c *clientConn) fixHead(p []byte, n int) int {
 	case lf < 0 && crlf < 0:
 		return n // the head goes on in the next read
 	case lf < 0 || (crlf >= 0 && crlf < lf):
-		c.atHead = false
+		c.atHead, c.inHead = false, false
 		return n
 	}
-	c.atHead = false
+	c.atHead, c.inHead = false, false
 	// b[lf] and b[lf+1] are both '\n'; the first may follow a '\r'.
 	var fixed [4]byte
 	end := append(fixed[:0], '\r', '\n', '\r', '\n')
@@ -161,6 +184,13 @@ func requestDone(ctx *fasthttp.RequestCtx, bodyIn *requestBody) {
 	if !ok {
 		return
 	}
+	if ctx.Hijacked() {
+		// A tunnel or a hand-written answer takes the connection: what
+		// follows is not HTTP, and a request head's repairs must never
+		// touch it.
+		c.atHead, c.inHead = false, false
+		return
+	}
 	unread := ctx.Request.IsBodyStream()
 	if bodyIn != nil {
 		unread = !bodyIn.eof
@@ -170,7 +200,7 @@ func requestDone(ctx *fasthttp.RequestCtx, bodyIn *requestBody) {
 		c.linger = true
 		return
 	}
-	c.atHead = true
+	c.atHead, c.inHead = true, false
 }
 
 // isTLS reports whether the client spoke TLS to us.

@@ -349,10 +349,14 @@ func TestWebSocketAndCustomUpgrade(t *testing.T) {
 		if err != nil || resp.StatusCode != 101 || resp.Header.Get("Upgrade") != "echo-proto" {
 			t.Fatalf("handshake: %v %+v", err, resp)
 		}
-		io.WriteString(c, "hello")
-		got := make([]byte, 5)
-		if _, err := io.ReadFull(br, got); err != nil || string(got) != "hello" {
-			t.Fatalf("echo %q %v", got, err)
+		// Tunnel bytes are not HTTP: a blank line of bare line feeds must
+		// not be mended into CRLFs as a request head's would be (it
+		// corrupted WebSocket frames whose masked bytes held 0x0A 0x0A).
+		const hello = "hello\n\nworld\r\n\n"
+		io.WriteString(c, hello)
+		got := make([]byte, len(hello))
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != hello {
+			t.Fatalf("echo %q %v, want %q", got, err, hello)
 		}
 		c.(*net.TCPConn).CloseWrite() //nolint:errcheck
 		rest, _ := io.ReadAll(br)
