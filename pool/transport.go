@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"net"
@@ -172,25 +173,35 @@ func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 			deadline = time.Now().Add(timeout)
 		}
 	}
+	var br *bufio.Reader
+	early := false
 	if err != nil {
-		h.close()
-		return false, &RoundTripError{StageSend, timeoutError(err)}
+		if br = earlyAnswer(hc, conn, req, deadline); br == nil {
+			h.close()
+			return false, &RoundTripError{StageSend, timeoutError(err)}
+		}
+		early = true
 	}
 
 	if err = conn.SetReadDeadline(deadline); err != nil {
+		if br != nil {
+			hc.ReleaseReader(br)
+		}
 		h.close()
 		return false, &RoundTripError{StageSend, err}
 	}
-	br := hc.AcquireReader(conn)
-	// Wait for the first byte apart, so that a connection that dies before
-	// answering is told from one that sent a broken answer.
-	if _, err = br.Peek(1); err != nil {
-		hc.ReleaseReader(br)
-		h.close()
-		if sentOnRead(err) {
-			return false, &RoundTripError{StageSend, timeoutError(err)}
+	if br == nil {
+		br = hc.AcquireReader(conn)
+		// Wait for the first byte apart, so that a connection that dies
+		// before answering is told from one that sent a broken answer.
+		if _, err = br.Peek(1); err != nil {
+			hc.ReleaseReader(br)
+			h.close()
+			if sentOnRead(err) {
+				return false, &RoundTripError{StageSend, timeoutError(err)}
+			}
+			return false, &RoundTripError{StageAwait, timeoutError(err)}
 		}
-		return false, &RoundTripError{StageAwait, timeoutError(err)}
 	}
 	// The head only (1xx answers are skipped); the body is read below.
 	resp.SkipBody = true
@@ -205,7 +216,7 @@ func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 		h.close()
 		return false, &RoundTripError{StageResponse, timeoutError(err)}
 	}
-	reuse := !req.ConnectionClose() && !resp.ConnectionClose() && !hasBody(req)
+	reuse := !req.ConnectionClose() && !resp.ConnectionClose() && !hasBody(req) && !early
 
 	status := resp.StatusCode()
 	cl := resp.Header.ContentLength()

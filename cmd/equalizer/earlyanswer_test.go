@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"gopher-equalizer/pool/pooltest"
 )
 
 // TestEarlyAnswerClosesEvenAfterABodyWasRead: an early answer (429) to a
@@ -68,4 +70,55 @@ func TestEarlyAnswerClosesEvenAfterABodyWasRead(t *testing.T) {
 		}
 	}
 	in.stop(t, syscall.SIGTERM)
+}
+
+// TestBackendAnswerBeforeTheUploadEndsIsPassedOn: a backend that refuses
+// an upload before reading it (413) and closes makes our write of the body
+// fail; its answer is already on the connection, and the client gets it,
+// as through nginx and HAProxy, not a 502. Two backends: one that answers
+// at the head and closes (unread data: the close is a reset), and Go's
+// net/http with http.MaxBytesReader.
+func TestBackendAnswerBeforeTheUploadEndsIsPassedOn(t *testing.T) {
+	raw, _ := pooltest.RawBackend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		r, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		if r.Method == "GET" {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") //nolint:errcheck
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large") //nolint:errcheck
+	})
+	goHTTP := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "GET" {
+			return
+		}
+		if _, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, 1<<20)); err != nil {
+			http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+		}
+	}))
+	upload := strings.Repeat("x", 8<<20)
+	for name, backend := range map[string]string{"answers at the head": raw, "net/http MaxBytesReader": goHTTP} {
+		in := startInstance(t, map[string]string{"EQUALIZER_BACKENDS": backend, "EQUALIZER_HEALTH_INTERVAL": "1h"})
+		for _, chunked := range []bool{false, true} {
+			req, _ := http.NewRequest("POST", "http://"+in.proxy+"/up", io.NopCloser(strings.NewReader(upload)))
+			if !chunked {
+				req.ContentLength = int64(len(upload))
+			}
+			// Go's client reads the answer even when its own write of
+			// the body fails (the proxy closes after answering early).
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Errorf("%s, chunked %v: %v", name, chunked, err)
+				continue
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 413 || !strings.HasPrefix(string(body), "too large") {
+				t.Errorf("%s, chunked %v: %d %q, want the backend's 413", name, chunked, resp.StatusCode, body)
+			}
+		}
+	}
 }
