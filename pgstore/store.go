@@ -244,19 +244,19 @@ FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::float8[], $5::float8[], 
     AS u(client_id, capacity, rate, spent, ahead, version)
 ON CONFLICT (client_id) DO UPDATE SET
     tokens = GREATEST(LEAST(t.capacity,
-        t.tokens + t.rate_per_sec * extract(epoch FROM now() - t.last_refill) - (EXCLUDED.capacity - EXCLUDED.tokens),
-        EXCLUDED.tokens + EXCLUDED.rate_per_sec * extract(epoch FROM now() - EXCLUDED.last_refill)),
+        t.tokens + t.rate_per_sec * date_part('epoch', now() - t.last_refill) - (EXCLUDED.capacity - EXCLUDED.tokens),
+        EXCLUDED.tokens + EXCLUDED.rate_per_sec * date_part('epoch', now() - EXCLUDED.last_refill)),
         -(t.capacity + t.rate_per_sec)),
     last_refill = now(),
     updated_at = now()
 WHERE NOT t.deleted AND t.version = EXCLUDED.version`
 
 // syncReturning makes syncSQL answer each row it wrote, as it is now (an
-// inserted row's last_refill is not now: see syncSQL).
+// inserted row's last_refill is not now, see syncSQL; its refilled tokens
+// are its Left, within bounds already). date_part, not extract: extract
+// computes in numeric, several times slower per row.
 const syncReturning = `
-RETURNING t.client_id, t.capacity,
-    GREATEST(LEAST(t.capacity, t.tokens + t.rate_per_sec * extract(epoch FROM now() - t.last_refill)),
-        -(t.capacity + t.rate_per_sec)),
+RETURNING t.client_id, t.capacity, t.tokens + t.rate_per_sec * date_part('epoch', now() - t.last_refill),
     t.rate_per_sec, t.managed, t.version, t.deleted`
 
 // scanSynced appends the rows of a sync answer to dst.
