@@ -2,6 +2,7 @@ package pool
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"time"
 
@@ -22,8 +23,12 @@ const earlyAnswerWait = time.Second
 // moment). The connection is never reused after it. It returns a reader
 // holding the answer's first byte, or nil when none came within
 // earlyAnswerWait.
-func earlyAnswer(hc *fasthttp.HostClient, conn net.Conn, req *fasthttp.Request, deadline time.Time) *bufio.Reader {
-	if !hasBody(req) {
+func earlyAnswer(hc *fasthttp.HostClient, conn net.Conn, req *fasthttp.Request, err error, deadline time.Time) *bufio.Reader {
+	// Only when writing to the backend failed: a body that could not be
+	// read from the client (gone, or over EQUALIZER_MAX_BODY_SIZE) is the
+	// proxy's to answer at once.
+	var op *net.OpError
+	if !hasBody(req) || !errors.As(err, &op) || op.Op != "write" {
 		return nil
 	}
 	wait := time.Now().Add(earlyAnswerWait)

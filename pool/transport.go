@@ -176,7 +176,7 @@ func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 	var br *bufio.Reader
 	early := false
 	if err != nil {
-		if br = earlyAnswer(hc, conn, req, deadline); br == nil {
+		if br = earlyAnswer(hc, conn, req, err, deadline); br == nil {
 			h.close()
 			return false, &RoundTripError{StageSend, timeoutError(err)}
 		}
