@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -329,6 +330,27 @@ func TestWebSocketAndCustomUpgrade(t *testing.T) {
 			_, got, err := c.ReadMessage()
 			if err != nil || string(got) != msg {
 				t.Fatalf("echo %d: %q %v", i, got, err)
+			}
+		}
+		// Binary frames of random bytes and sizes: masked client bytes
+		// hold any pattern, and every one must come back as sent.
+		rng := rand.New(rand.NewPCG(1, 2))
+		for i := range 300 {
+			msg := make([]byte, 1+rng.IntN(40<<10))
+			for j := range msg {
+				msg[j] = byte(rng.Uint32())
+			}
+			if i%3 == 0 {
+				for j := 0; j+1 < len(msg); j += 97 {
+					msg[j], msg[j+1] = '\n', '\n' // what the head repair once rewrote
+				}
+			}
+			if err := c.WriteMessage(websocket.BinaryMessage, msg); err != nil {
+				t.Fatal(err)
+			}
+			_, got, err := c.ReadMessage()
+			if err != nil || !bytes.Equal(got, msg) {
+				t.Fatalf("binary echo %d (%d bytes): %d bytes back, equal %v, %v", i, len(msg), len(got), bytes.Equal(got, msg), err)
 			}
 		}
 		if _, _, body := in.getAdmin(t, "/metrics"); !strings.Contains(body, "equalizer_open_tunnels 1") {
