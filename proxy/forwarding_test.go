@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -266,5 +267,65 @@ func TestPipelinedBodyIsNotMendedLikeAHead(t *testing.T) {
 	}
 	if s := recv(t, got); s.body != "ab\n\ncdef" {
 		t.Fatalf("second body %q, want %q", s.body, "ab\n\ncdef")
+	}
+}
+
+// TestPipelinedRequestsInPieces: a client that pipelines (sends requests
+// without waiting for answers) gets every answer, in order, whatever the
+// pieces the bytes arrive in; bodies with Content-Length and chunked,
+// holding line feeds and what looks like a request, arrive unchanged.
+func TestPipelinedRequestsInPieces(t *testing.T) {
+	url, _ := startBackend(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetBodyString(string(ctx.Method()) + " " + string(ctx.RequestURI()) + " " + string(ctx.PostBody()))
+	})
+	h := startProxy(t, options{}, url)
+	bodies := []string{"", "plain", "a\n\nb", "\n\nGET /x HTTP/1.1\r\n\r\n", strings.Repeat("z\n", 3000)}
+	var stream strings.Builder
+	var want []string
+	for i := range 20 {
+		b := bodies[i%len(bodies)]
+		switch {
+		case b == "":
+			fmt.Fprintf(&stream, "GET /%d HTTP/1.1\r\nHost: h\r\n\r\n", i)
+			want = append(want, fmt.Sprintf("GET /%d ", i))
+		case i%2 == 0:
+			fmt.Fprintf(&stream, "POST /%d HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", i, len(b), b)
+			want = append(want, fmt.Sprintf("POST /%d %s", i, b))
+		default:
+			fmt.Fprintf(&stream, "POST /%d HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", i, len(b), b)
+			want = append(want, fmt.Sprintf("POST /%d %s", i, b))
+		}
+	}
+	all := stream.String()
+	for _, piece := range []int{1 << 20, 7, 64, 1000} {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck
+		go func() {
+			for rest := all; len(rest) > 0; {
+				n := min(piece, len(rest))
+				if _, err := io.WriteString(c, rest[:n]); err != nil {
+					return
+				}
+				rest = rest[n:]
+				if piece < 100 {
+					time.Sleep(time.Millisecond / 10)
+				}
+			}
+		}()
+		br := bufio.NewReader(c)
+		for i, w := range want {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("pieces of %d: answer %d: %v", piece, i, err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			if string(got) != w {
+				t.Fatalf("pieces of %d: answer %d = %q, want %q", piece, i, got, w)
+			}
+		}
+		c.Close()
 	}
 }

@@ -54,6 +54,8 @@ type clientConn struct {
 	net.Conn
 	atHead  bool        // the next bytes read may start a request head
 	inHead  bool        // they did: the head goes on until its blank line
+	last    [3]byte     // the head's last bytes so far, for an end split between reads
+	nlast   int
 	carry   []byte      // rewritten bytes that did not fit the caller's buffer
 	body    requestBody // the streamed request body's wrapper, reused
 	open    *atomic.Int64
@@ -113,10 +115,48 @@ func (c *clientConn) Read(p []byte) (int, error) {
 			c.atHead = false
 			return n, err
 		}
-		c.inHead = true
+		if !c.inHead {
+			c.inHead, c.nlast = true, 0
+		}
+		if c.endsAcrossReads(p[:n]) {
+			return n, err
+		}
 		n = c.fixHead(p, n)
+		if c.inHead {
+			c.keepLast(p[:n])
+		}
 	}
 	return n, err
+}
+
+// endsAcrossReads reports whether the head's blank line began in an
+// earlier read and ends in b; the head is then over, and the rest of b is
+// a body that must not be touched. A bare "\n\n" split so is not mended
+// (its first half is gone): fasthttp judges that head as it is.
+func (c *clientConn) endsAcrossReads(b []byte) bool {
+	if c.nlast == 0 {
+		return false
+	}
+	var joined [6]byte
+	j := append(append(joined[:0], c.last[:c.nlast]...), b[:min(len(b), 3)]...)
+	for _, end := range [][]byte{crlfcrlf, lflf} {
+		if i := bytes.Index(j, end); i >= 0 && i < c.nlast {
+			c.atHead, c.inHead = false, false
+			return true
+		}
+	}
+	return false
+}
+
+// keepLast remembers the last three bytes of the head read so far.
+func (c *clientConn) keepLast(b []byte) {
+	if len(b) >= len(c.last) {
+		c.nlast = copy(c.last[:], b[len(b)-len(c.last):])
+		return
+	}
+	var joined [6]byte
+	j := append(append(joined[:0], c.last[:c.nlast]...), b...)
+	c.nlast = copy(c.last[:], j[max(len(j)-len(c.last), 0):])
 }
 
 // startsRequestLine reports whether b can be the start of a request head:
