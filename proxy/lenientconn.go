@@ -52,9 +52,9 @@ func (l LenientListener) Accept() (net.Conn, error) {
 // another (a tunnel's shutdown).
 type clientConn struct {
 	net.Conn
-	atHead  bool        // the next bytes read may start a request head
-	inHead  bool        // they did: the head goes on until its blank line
-	last    [3]byte     // the head's last bytes so far, for an end split between reads
+	atHead  bool    // the next bytes read may start a request head
+	inHead  bool    // they did: the head goes on until its blank line
+	last    [3]byte // the head's last bytes so far, for an end split between reads
 	nlast   int
 	carry   []byte      // rewritten bytes that did not fit the caller's buffer
 	body    requestBody // the streamed request body's wrapper, reused
