@@ -40,18 +40,23 @@ type pendingLine struct {
 // logAccess writes x's line now, or, for a streamed response, when its
 // body is done.
 func (p *Proxy) logAccess(ctx *fasthttp.RequestCtx, x *exchange) {
-	if body, ok := ctx.Response.BodyStream().(*pool.Body); ok && body.Client != nil {
-		if c, ok := ctx.Conn().(*clientConn); ok {
-			c.pending.active, c.pending.log, c.pending.ctx = true, p.access, ctx
-			c.pending.x = *x
-			return
-		}
+	if c, ok := ctx.Conn().(*clientConn); ok && (c.untilClose || streamedBody(ctx)) {
+		c.pending.active, c.pending.log, c.pending.ctx = true, p.access, ctx
+		c.pending.x = *x
+		return
 	}
 	p.access.write(ctx, x, int64(len(ctx.Response.Body())))
 }
 
+// streamedBody reports whether the response body streams from a backend.
+func streamedBody(ctx *fasthttp.RequestCtx) bool {
+	body, ok := ctx.Response.BodyStream().(*pool.Body)
+	return ok && body.Client != nil
+}
+
 // BodyDone implements pool.BodyObserver: the streamed response went out.
 func (c *clientConn) BodyDone(sent int64) {
+	c.untilClose = false
 	if !c.pending.active {
 		return
 	}

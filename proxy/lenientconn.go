@@ -62,7 +62,10 @@ type clientConn struct {
 	closed  atomic.Bool
 	tls     bool        // the connection is TLS, terminated below this wrapper
 	pending pendingLine // a streamed response's access log line
-	linger  bool        // close lingering: the client may still be sending a body
+	// untilClose: the response's body goes out in a hijack until the
+	// connection closes (HTTP/1.0, unknown length).
+	untilClose bool
+	linger     bool // close lingering: the client may still be sending a body
 }
 
 // Close implements net.Conn, counting the connection closed once.

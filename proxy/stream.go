@@ -104,21 +104,33 @@ func (p *Proxy) streamResponse(ctx *fasthttp.RequestCtx, http10 bool) {
 
 // streamUntilClose writes the head and the body itself, without framing,
 // and closes the connection: HTTP/1.0's way to send a body of unknown length.
+// The head is rendered in the hijack, after the handler returned, so that
+// the fields set last (request ID, rate-limit fields) are in it; the access
+// log line waits for the body, as for any streamed body.
 func (p *Proxy) streamUntilClose(ctx *fasthttp.RequestCtx, body *pool.Body) {
 	h := &ctx.Response.Header
 	h.SetConnectionClose()
-	h.SetContentLength(-2)
-	head := append([]byte(nil), h.Header()...)
 	body.Detach()
 	ctx.Response.ResetBody()
 	ctx.HijackSetNoResponse(true)
+	client := ctx.Conn()
+	if c, ok := client.(*clientConn); ok {
+		c.untilClose = true
+	}
 	ctx.Hijack(func(c net.Conn) {
-		defer body.Release(nil) //nolint:errcheck
-		if _, err := c.Write(head); err != nil {
+		var sent int64
+		defer func() {
+			_ = body.Release(nil)
+			if o, ok := client.(pool.BodyObserver); ok {
+				o.BodyDone(sent)
+			}
+		}()
+		h.SetContentLength(-2)
+		if _, err := c.Write(h.Header()); err != nil {
 			return
 		}
 		bp := tunnelBufs.Get().(*[]byte)
 		defer tunnelBufs.Put(bp)
-		_, _ = io.CopyBuffer(c, body, *bp)
+		sent, _ = io.CopyBuffer(c, body, *bp)
 	})
 }

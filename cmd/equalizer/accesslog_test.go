@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -63,6 +64,10 @@ func TestAccessLog(t *testing.T) {
 			ctx.SetBodyString(big)
 			return
 		}
+		if string(ctx.Path()) == "/unknown-length" {
+			ctx.SetBodyStream(strings.NewReader(big), -1) // chunked
+			return
+		}
 		ctx.SetBodyString("ok")
 	})
 	dir := t.TempDir()
@@ -81,6 +86,7 @@ func TestAccessLog(t *testing.T) {
 		status                    int
 		id                        string
 		bytesOut                  int64
+		proto                     string
 	}
 	var reqs []sent
 	send := func(method, uri, client, body string) {
@@ -94,7 +100,7 @@ func TestAccessLog(t *testing.T) {
 		}
 		n, _ := io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		reqs = append(reqs, sent{method, uri, client, body, resp.StatusCode, resp.Header.Get("X-Request-ID"), n})
+		reqs = append(reqs, sent{method, uri, client, body, resp.StatusCode, resp.Header.Get("X-Request-ID"), n, "HTTP/1.1"})
 	}
 	for i := range 4 {
 		send("GET", fmt.Sprintf("/page?i=%d", i), "alice", "")
@@ -107,6 +113,23 @@ func TestAccessLog(t *testing.T) {
 	for range 3 {
 		send("GET", "/", "alice", "") // alice has 1 token left: 1 forwarded, 2 limited
 	}
+	// HTTP/1.0 and a body of unknown length: sent until the connection
+	// closes, and the line says how much went out.
+	c, err := net.Dial("tcp", in.proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET /unknown-length HTTP/1.0\r\nX-Client: frank\r\nUser-Agent: access-log-test/1.0\r\n\r\n") //nolint:errcheck
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := io.Copy(io.Discard, resp.Body)
+	c.Close()
+	if n != int64(len(big)) {
+		t.Fatalf("HTTP/1.0 client got %d bytes of %d", n, len(big))
+	}
+	reqs = append(reqs, sent{"GET", "/unknown-length", "frank", "", resp.StatusCode, resp.Header.Get("X-Request-ID"), n, "HTTP/1.0"})
 	// Rotate: rename, SIGUSR1, and the next lines go to a new file.
 	waitFor(t, "the first lines", func() bool { _, err := os.Stat(path); return err == nil && len(readAccessLog(t, path)) == len(reqs) })
 	if err := os.Rename(path, path+".1"); err != nil {
@@ -133,7 +156,7 @@ func TestAccessLog(t *testing.T) {
 			t.Errorf("line %d: %+v for %+v", i, l, r)
 		case l.RequestID == "" || l.RequestID != r.id:
 			t.Errorf("line %d: request ID %q, the client got %q", i, l.RequestID, r.id)
-		case l.Protocol != "HTTP/1.1" || l.UserAgent != "access-log-test/1.0" || !strings.HasPrefix(l.Client, "127.0.0.1"):
+		case l.Protocol != r.proto || l.UserAgent != "access-log-test/1.0" || !strings.HasPrefix(l.Client, "127.0.0.1"):
 			t.Errorf("line %d: protocol %q, user agent %q, client %q", i, l.Protocol, l.UserAgent, l.Client)
 		case l.BytesIn != wantBytesIn || l.BytesOut != r.bytesOut:
 			t.Errorf("line %d (%s): bytes in %d out %d, want %d and %d", i, r.uri, l.BytesIn, l.BytesOut, wantBytesIn, r.bytesOut)
