@@ -29,6 +29,10 @@ type Sources struct {
 	Persist bool
 	// AccessLogDropped counts access log lines dropped (nil: no access log).
 	AccessLogDropped func() uint64
+	// RejectedConns counts client connections the server refused because
+	// EQUALIZER_MAX_CLIENT_CONNS were open (it answers them 503 itself,
+	// before any request is read, so the request counters never see them).
+	RejectedConns func() uint64
 	// Capacity and RefillPerSec are the default bucket, for the status page.
 	Capacity     int64
 	RefillPerSec float64
@@ -76,6 +80,7 @@ var (
 		"Requests by how they ended: forwarded (a backend answered), or the proxy's own answer: limited 429, table_full 503, bad_request 400, request_timeout 408, body_too_large 413, header_too_large 431, bad_gateway 502, unavailable 503, gateway_timeout 504.",
 		"outcome")
 	openConnsDesc   = desc("equalizer_open_connections", "Client connections open on the proxy listener.")
+	rejectedDesc    = desc("equalizer_rejected_connections_total", "Client connections refused with a 503 because EQUALIZER_MAX_CLIENT_CONNS were open.")
 	openTunnelsDesc = desc("equalizer_open_tunnels", "Upgrade tunnels (WebSocket and others) open.")
 	tunnelsDesc     = desc("equalizer_tunnels_total", "Upgrade tunnels opened.")
 	healthyDesc     = desc("equalizer_healthy_backends", "Backends in rotation.")
@@ -165,6 +170,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.src.AccessLogDropped != nil {
 		counter(accessDroppedDesc, c.src.AccessLogDropped())
+	}
+	if c.src.RejectedConns != nil {
+		counter(rejectedDesc, c.src.RejectedConns())
 	}
 }
 

@@ -230,7 +230,8 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 	api := admin.New(admin.Config{Token: cfg.AdminToken, DefaultLimit: cfg.APIDefaultLimit, RatePerSec: cfg.RatePerSec(),
 		Hosts: cfg.AdminHosts, Pprof: cfg.Pprof, NewBackend: newBackend, SaveBackend: saveBackend},
 		lim, backendPool, metrics.New(metrics.Sources{Proxy: px, Pool: backendPool, Limiter: lim, Persist: cfg.DatabaseURL != "", AccessLogDropped: access.DroppedFunc(),
-			Capacity: cfg.BucketCapacity, RefillPerSec: cfg.RatePerSec()}), log)
+			RejectedConns: func() uint64 { return uint64(proxyServer.GetRejectedConnectionsCount()) },
+			Capacity:      cfg.BucketCapacity, RefillPerSec: cfg.RatePerSec()}), log)
 	adminServer := &fasthttp.Server{
 		Handler:            api.Handler(),
 		Name:               "gopher-equalizer-admin",

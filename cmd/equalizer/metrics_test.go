@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -220,4 +222,53 @@ func TestMetricsUnavailableAndTableFull(t *testing.T) {
 			m[`equalizer_requests_total{outcome="unavailable"}`], m[`equalizer_requests_total{outcome="table_full"}`])
 	}
 	in.stop(t, syscall.SIGTERM)
+}
+
+// TestRejectedConnectionsAreCounted: past EQUALIZER_MAX_CLIENT_CONNS open
+// connections the server answers 503 before reading a request; /metrics
+// counts those connections, which no request counter sees.
+func TestRejectedConnectionsAreCounted(t *testing.T) {
+	backend := startBackend(t, func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok") })
+	in := startInstance(t, map[string]string{
+		"EQUALIZER_BACKENDS":         backend,
+		"EQUALIZER_MAX_CLIENT_CONNS": "2",
+		"EQUALIZER_HEALTH_INTERVAL":  "1h",
+	})
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range 2 { // two keep-alive connections, served and left open
+		c, err := net.Dial("tcp", in.proxy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		c.SetDeadline(time.Now().Add(5 * time.Second))         //nolint:errcheck
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n") //nolint:errcheck
+		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("held connection: %v %v", resp, err)
+		}
+	}
+	refused := 0
+	for range 3 {
+		c, err := net.Dial("tcp", in.proxy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))         //nolint:errcheck
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n") //nolint:errcheck
+		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil && resp.StatusCode == 503 {
+			refused++
+		}
+		c.Close()
+	}
+	if refused != 3 {
+		t.Fatalf("%d of 3 connections past the limit were refused with a 503", refused)
+	}
+	if m, _ := in.scrape(t); m["equalizer_rejected_connections_total"] != 3 || m[`equalizer_requests_total{outcome="forwarded"}`] != 2 {
+		t.Fatalf("rejected %v, forwarded %v; want 3 and 2", m["equalizer_rejected_connections_total"], m[`equalizer_requests_total{outcome="forwarded"}`])
+	}
 }
