@@ -98,11 +98,7 @@ func (b *bucket) take(now int64) Decision {
 }
 
 // tokens is the fractional number of tokens at now.
-func (b *bucket) tokens(now int64) float64 {
-	p := b.params.Load()
-	debt := max(b.tat.Load()-now, 0)
-	return max(float64(p.capacity)-float64(debt)/float64(p.interval), 0)
-}
+func (b *bucket) tokens(now int64) float64 { return max(b.left(b.params.Load(), now), 0) }
 
 // left is the tokens at now, negative in debt, unlike tokens.
 func (b *bucket) left(p *params, now int64) float64 {

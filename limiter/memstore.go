@@ -58,8 +58,7 @@ func (m *MemoryStore) Sync(_ context.Context, spends []Spend) ([]Bucket, error) 
 		case row.Deleted:
 		case row.Version == s.Version:
 			c := float64(row.Capacity)
-			uncapped := row.Tokens + row.RatePerSec*now.Sub(row.LastRefill).Seconds()
-			row.Tokens = max(min(c, uncapped-s.Spent, s.Left), -c-row.RatePerSec)
+			row.Tokens = max(min(c, uncapped(row, now)-s.Spent, s.Left), -c-row.RatePerSec)
 		default: // spent under an older admin version: dropped
 			row.Tokens = refilled(row, now)
 		}
@@ -71,8 +70,11 @@ func (m *MemoryStore) Sync(_ context.Context, spends []Spend) ([]Bucket, error) 
 }
 
 // refilled is a row's tokens refilled to now, at most its capacity.
-func refilled(b Bucket, now time.Time) float64 {
-	return min(float64(b.Capacity), b.Tokens+b.RatePerSec*now.Sub(b.LastRefill).Seconds())
+func refilled(b Bucket, now time.Time) float64 { return min(float64(b.Capacity), uncapped(b, now)) }
+
+// uncapped is a row's tokens plus its refill since LastRefill.
+func uncapped(b Bucket, now time.Time) float64 {
+	return b.Tokens + b.RatePerSec*now.Sub(b.LastRefill).Seconds()
 }
 
 // Load implements Store.

@@ -55,12 +55,12 @@ func (l *Limiter) flush(ctx context.Context, now int64, all bool) (int, error) {
 			// lands after it marks the bucket dirty again.
 			waited := (b.flags.And(^(flagDirty | deferredMask)) & deferredMask) / deferredOne
 			spent := b.spent.Swap(0)
-			if l.refilledSince(b, spent, l.flushes.before(int(waited)), now) {
+			p := b.params.Load()
+			if refilledSince(b, p, spent, l.flushes.before(int(waited)), now) {
 				refilled++
 				break
 			}
 			list = append(list, b)
-			p := b.params.Load()
 			spends = append(spends, Spend{ClientID: b.key, Spent: float64(spent), Left: b.left(p, now),
 				Capacity: p.capacity, RatePerSec: p.rate, Version: p.version})
 		}
@@ -148,11 +148,10 @@ const refilledShare = 64
 // than a single one would, whatever the client's pattern. It is what makes
 // many clients far below their limit cheap: their rows are written when
 // they first come and when they spend fast, not once per request.
-func (l *Limiter) refilledSince(b *bucket, spent uint32, synced, now int64) bool {
+func refilledSince(b *bucket, p *params, spent uint32, synced, now int64) bool {
 	if spent == 0 || synced <= 0 || !b.has(flagStored) || !b.full(now) {
 		return false
 	}
-	p := b.params.Load()
 	return (now-synced)/p.interval >= int64(spent)*refilledShare
 }
 

@@ -174,13 +174,13 @@ func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 		}
 	}
 	var br *bufio.Reader
-	early := false
 	if err != nil {
+		// Only a request with a body gets an early answer, and its
+		// connection is never reused (reuse below).
 		if br = earlyAnswer(hc, conn, req, err, deadline); br == nil {
 			h.close()
 			return false, &RoundTripError{StageSend, timeoutError(err)}
 		}
-		early = true
 	}
 
 	if err = conn.SetReadDeadline(deadline); err != nil {
@@ -216,7 +216,7 @@ func (t *transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 		h.close()
 		return false, &RoundTripError{StageResponse, timeoutError(err)}
 	}
-	reuse := !req.ConnectionClose() && !resp.ConnectionClose() && !hasBody(req) && !early
+	reuse := !req.ConnectionClose() && !resp.ConnectionClose() && !hasBody(req)
 
 	status := resp.StatusCode()
 	cl := resp.Header.ContentLength()
