@@ -32,18 +32,18 @@ type downStore struct {
 
 var errDown = errors.New("connection refused")
 
-func (d *downStore) Save(ctx context.Context, b []limiter.Bucket) error {
+func (d *downStore) Save(ctx context.Context, b limiter.Bucket) (int64, error) {
 	if d.down.Load() {
-		return errDown
+		return 0, errDown
 	}
 	return d.MemoryStore.Save(ctx, b)
 }
 
-func (d *downStore) Delete(ctx context.Context, ids []string) error {
+func (d *downStore) Delete(ctx context.Context, id string) (int64, error) {
 	if d.down.Load() {
-		return errDown
+		return 0, errDown
 	}
-	return d.MemoryStore.Delete(ctx, ids)
+	return d.MemoryStore.Delete(ctx, id)
 }
 
 func (d *downStore) Ping(context.Context) error {

@@ -70,8 +70,10 @@ type Spend struct {
 	// the store creates.
 	Capacity   int64
 	RatePerSec float64
-	// Version is the admin version the spending was made under: spending
-	// under an older version than the row's is dropped.
+	// Version is the admin version the bucket held when it spent. The
+	// spending is added whatever the row's version (an admin change never
+	// discards it); Left bounds the row only under the same version, as
+	// it says nothing about a state set after it.
 	Version int64
 }
 
@@ -81,17 +83,38 @@ type Defaults struct {
 	RatePerSec float64
 }
 
+// debtCapacities is how many capacities of debt a row may hold, besides
+// one second of refill: what instances admitted together beyond the limit
+// before they saw each other's spending, paid back by a lockout of at most
+// that many capacities' refill time. N instances owe at most N-1
+// capacities (each starts a new key with a full bucket) plus a sync
+// interval of refill each; the bound only matters beyond 8 instances
+// (see migration 006).
+const debtCapacities = 8
+
+// DebtBound is the most tokens a bucket may owe.
+func DebtBound(capacity int64, ratePerSec float64) float64 {
+	return debtCapacities*float64(capacity) + ratePerSec
+}
+
 // WholeTokens is the number of whole tokens, as the API shows it.
 func (b Bucket) WholeTokens() int64 { return int64(math.Floor(b.Tokens + 1e-9)) }
 
 // Store persists buckets. Save and Delete are admin writes of whole rows;
-// Sync adds spending to rows (creating missing ones with the spend's
-// parameters and Left) and answers every row's state now, tokens refilled
-// to the moment of the answer. They are called in turn, never at once.
+// each answers the admin version it wrote, so that the instance making
+// the write knows its own notification when it comes back. Sync adds
+// spending to rows (creating missing ones with the spend's parameters and
+// Left) and answers every row's state now, tokens refilled to the moment
+// of the answer. Changed answers the rows other instances synced since the
+// last call that this instance may hold stale (nil when the store is not
+// shared), and States reads rows as they are now. They are called in turn,
+// never at once.
 type Store interface {
-	Save(ctx context.Context, buckets []Bucket) error
-	Delete(ctx context.Context, clientIDs []string) error
+	Save(ctx context.Context, row Bucket) (version int64, err error)
+	Delete(ctx context.Context, clientID string) (version int64, err error)
 	Sync(ctx context.Context, spends []Spend) ([]Bucket, error)
+	Changed(ctx context.Context) ([]string, error)
+	States(ctx context.Context, clientIDs []string) ([]Bucket, error)
 	// Load reads one row as it is now; found is false for no row or a
 	// tombstone.
 	Load(ctx context.Context, clientID string) (row Bucket, found bool, err error)
@@ -143,7 +166,12 @@ type Limiter struct {
 	// idleSweepUntil: a sweep that found nothing to evict rests until then.
 	idleSweepUntil int64
 
-	debts       *debts // evicted automatic buckets that had not refilled
+	debts *debts // evicted automatic buckets that had not refilled
+	// ownDeletes: the tombstones of this instance's recent deletes (under
+	// turn). Their echo, or a catch-up reading them again, must not
+	// remove a bucket a client made since the delete and has not synced
+	// yet (its first sync revives the row at a newer version).
+	ownDeletes  map[string]ownDelete
 	sweepNeeded chan struct{}
 	evictions   atomic.Uint64
 	refusedFull atomic.Uint64
@@ -156,6 +184,7 @@ func New(cfg Config, store Store) *Limiter {
 		buckets:     xsync.NewMap[string, *bucket](),
 		store:       store,
 		debts:       newDebts(),
+		ownDeletes:  map[string]ownDelete{},
 		turn:        make(chan struct{}, 1),
 		sweepNeeded: make(chan struct{}, 1),
 	}
@@ -351,23 +380,72 @@ func (l *Limiter) Restore(row Bucket) {
 }
 
 // ApplyRemote applies an admin change made on any instance (this one too),
-// as the store now has it: the bucket is replaced, or removed for a
-// tombstone. Spending not yet synced was made before the change, which set
-// the state absolutely, so it is dropped.
+// as the store now has it (tokens as of row.LastRefill). A row whose
+// version the bucket already holds changes nothing: the instance's own
+// writes, and a catch-up that reads again what start-up loaded. A newer
+// row sets the bucket's state, and what the bucket admitted since its last
+// sync is charged on top of it and still sent at the next sync: spending
+// is never discarded (made before the change, it is charged twice; after
+// it, once; a sync interval bounds the first). A tombstone removes the
+// bucket: a delete resets the client.
 func (l *Limiter) ApplyRemote(ctx context.Context, row Bucket) error {
 	if err := l.lock(ctx); err != nil {
 		return err
 	}
 	defer l.unlock()
-	l.debts.forget([]byte(row.ClientID))
+	l.apply(row)
+	return nil
+}
+
+// apply is ApplyRemote under the turn.
+func (l *Limiter) apply(row Bucket) {
 	if row.Deleted {
-		if b, ok := l.buckets.Load(row.ClientID); ok {
+		if d, ok := l.ownDeletes[row.ClientID]; ok && d.version >= row.Version {
+			return // our own delete, already applied
+		}
+		l.debts.forget([]byte(row.ClientID))
+		if b, ok := l.buckets.Load(row.ClientID); ok && b.params.Load().version < row.Version {
 			l.remove(b)
 		}
-		return nil
+		return
 	}
-	l.put(l.newBucket(row))
-	return nil
+	fresh := l.newBucket(row)
+	b, loaded := l.buckets.LoadOrStore(fresh.key, fresh)
+	if !loaded {
+		l.count.Add(1)
+		l.debts.forget([]byte(row.ClientID))
+		return
+	}
+	if b.params.Load().version >= row.Version {
+		return
+	}
+	l.debts.forget([]byte(row.ClientID))
+	p := l.paramsFor(row.Capacity, row.RatePerSec, row.Version)
+	b.params.Store(p)
+	if row.Managed {
+		b.setFlag(flagManaged)
+	}
+	b.setFlag(flagStored)
+	base := tatFor(row.LastRefill.UnixNano(), p, row.Tokens)
+	l.chargeOnTop(b, p, base, 0)
+}
+
+// chargeOnTop sets b's state to base plus what b admitted since its last
+// sync beyond alreadyIn (spending the new state already holds), and keeps
+// that spending to be synced. A CAS loop, so a request admitted meanwhile
+// is charged too; one whose count lands between the two loads is sent at
+// the next sync all the same, and that sync's answer corrects memory.
+func (l *Limiter) chargeOnTop(b *bucket, p *params, base int64, alreadyIn uint32) {
+	for {
+		cur := b.tat.Load()
+		extra := int64(b.spent.Load() - alreadyIn)
+		if b.tat.CompareAndSwap(cur, base+extra*p.interval) {
+			break
+		}
+	}
+	if alreadyIn != 0 {
+		b.spent.Add(-alreadyIn)
+	}
 }
 
 // put stores b, replacing a bucket with the same key; the replaced one is
@@ -392,7 +470,9 @@ func (l *Limiter) newBucket(row Bucket) *bucket {
 	return b
 }
 
-// Create adds a managed bucket after the store accepted it.
+// Create adds a managed bucket after the store accepted it. A bucket a
+// request of this client made since the check keeps its spending, charged
+// on top of the new one.
 func (l *Limiter) Create(ctx context.Context, row Bucket) error {
 	if err := l.lock(ctx); err != nil {
 		return err
@@ -402,13 +482,13 @@ func (l *Limiter) Create(ctx context.Context, row Bucket) error {
 		return ErrExists
 	}
 	row.Managed = true
-	if err := l.store.Save(ctx, []Bucket{row}); err != nil {
+	version, err := l.store.Save(ctx, row)
+	if err != nil {
 		return err
 	}
+	row.Version = version
 	l.debts.forget([]byte(row.ClientID)) // the operator's bucket replaces any debt
-	// A request of this client may have created a default bucket since the
-	// check above: the admin's bucket replaces it.
-	l.put(l.newBucket(row))
+	l.apply(row)
 	return nil
 }
 
@@ -451,19 +531,22 @@ func (l *Limiter) update(ctx context.Context, clientID string, now int64, change
 	if !ok {
 		return ErrNotFound
 	}
+	// The new state is made from the state at now, which holds the
+	// spending counted so far; what comes after it is charged on top.
+	spentBefore := b.spent.Load()
 	row := l.snapshot(b, now)
 	if err := change(&row); err != nil {
 		return err
 	}
 	row.Managed = true
-	if err := l.store.Save(ctx, []Bucket{row}); err != nil {
+	version, err := l.store.Save(ctx, row)
+	if err != nil {
 		return err
 	}
-	p := l.paramsFor(row.Capacity, row.RatePerSec, b.params.Load().version)
+	p := l.paramsFor(row.Capacity, row.RatePerSec, version)
 	b.params.Store(p)
-	b.tat.Store(tatFor(now, p, row.Tokens))
-	b.spent.Store(0) // the admin set the state: earlier spending is in it
-	b.setFlag(flagManaged)
+	b.setFlag(flagManaged | flagStored)
+	l.chargeOnTop(b, p, tatFor(now, p, row.Tokens), spentBefore)
 	return nil
 }
 
@@ -481,11 +564,31 @@ func (l *Limiter) Delete(ctx context.Context, clientID string) error {
 	if !ok {
 		return ErrNotFound
 	}
-	if err := l.store.Delete(ctx, []string{clientID}); err != nil {
+	version, err := l.store.Delete(ctx, clientID)
+	if err != nil {
 		return err
 	}
 	l.remove(b)
+	if l.cfg.Persist {
+		l.ownDeletes[clientID] = ownDelete{version: version, at: time.Now().UnixNano()}
+	}
 	return nil
+}
+
+// ownDelete is a tombstone this instance wrote, and when.
+type ownDelete struct{ version, at int64 }
+
+// ownDeleteMemory is how long a delete is remembered: longer than its
+// echo and a LISTEN reconnect's catch-up take.
+const ownDeleteMemory = int64(time.Minute)
+
+// forgetOldDeletes drops the deletes older than ownDeleteMemory (under turn).
+func (l *Limiter) forgetOldDeletes(now int64) {
+	for id, d := range l.ownDeletes {
+		if now-d.at > ownDeleteMemory {
+			delete(l.ownDeletes, id)
+		}
+	}
 }
 
 // paramsFor returns the parameters for capacity, rate and version, shared

@@ -127,18 +127,18 @@ type failingStore struct {
 
 var errDown = errors.New("store down")
 
-func (f *failingStore) Save(ctx context.Context, b []Bucket) error {
+func (f *failingStore) Save(ctx context.Context, b Bucket) (int64, error) {
 	if f.down.Load() {
-		return errDown
+		return 0, errDown
 	}
 	return f.MemoryStore.Save(ctx, b)
 }
 
-func (f *failingStore) Delete(ctx context.Context, ids []string) error {
+func (f *failingStore) Delete(ctx context.Context, id string) (int64, error) {
 	if f.down.Load() {
-		return errDown
+		return 0, errDown
 	}
-	return f.MemoryStore.Delete(ctx, ids)
+	return f.MemoryStore.Delete(ctx, id)
 }
 
 func (f *failingStore) Sync(ctx context.Context, s []Spend) ([]Bucket, error) {
@@ -270,7 +270,7 @@ type racingStore struct {
 	during func()
 }
 
-func (r *racingStore) Save(ctx context.Context, b []Bucket) error {
+func (r *racingStore) Save(ctx context.Context, b Bucket) (int64, error) {
 	if r.during != nil {
 		r.during()
 		r.during = nil

@@ -22,28 +22,29 @@ func NewMemoryStore() *MemoryStore {
 }
 
 // Save implements Store.
-func (m *MemoryStore) Save(_ context.Context, buckets []Bucket) error {
+func (m *MemoryStore) Save(_ context.Context, b Bucket) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, b := range buckets {
-		m.rows[b.ClientID] = b
-	}
-	return nil
+	b.Version = m.rows[b.ClientID].Version + 1
+	b.Deleted = false
+	m.rows[b.ClientID] = b
+	return b.Version, nil
 }
 
-// Delete implements Store.
-func (m *MemoryStore) Delete(_ context.Context, ids []string) error {
+// Delete implements Store. Nothing else shares a memory store, so the
+// row goes at once instead of staying as a tombstone.
+func (m *MemoryStore) Delete(_ context.Context, id string) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, id := range ids {
-		delete(m.rows, id)
-	}
-	return nil
+	v := m.rows[id].Version + 1
+	delete(m.rows, id)
+	return v, nil
 }
 
 // Sync implements Store as pgstore does: each row refilled to now
-// (uncapped) less the spending, at most the spend's Left and the capacity;
-// a missing row is created at Left with the spend's parameters.
+// (uncapped) less the spending, at most the capacity and, under the same
+// admin version, the spend's Left; a missing row is created at Left with
+// the spend's parameters.
 func (m *MemoryStore) Sync(_ context.Context, spends []Spend) ([]Bucket, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -54,17 +55,36 @@ func (m *MemoryStore) Sync(_ context.Context, spends []Spend) ([]Bucket, error) 
 		switch {
 		case !ok:
 			row = Bucket{ClientID: s.ClientID, Capacity: s.Capacity, RatePerSec: s.RatePerSec,
-				Tokens: max(min(s.Left, float64(s.Capacity)), -float64(s.Capacity)-s.RatePerSec)}
+				Tokens: max(min(s.Left, float64(s.Capacity)), -DebtBound(s.Capacity, s.RatePerSec))}
 		case row.Deleted:
-		case row.Version == s.Version:
-			c := float64(row.Capacity)
-			row.Tokens = max(min(c, uncapped(row, now)-s.Spent, s.Left), -c-row.RatePerSec)
-		default: // spent under an older admin version: dropped
-			row.Tokens = refilled(row, now)
+		default:
+			tokens := uncapped(row, now) - s.Spent
+			if row.Version == s.Version {
+				tokens = min(tokens, s.Left)
+			}
+			row.Tokens = max(min(float64(row.Capacity), tokens), -DebtBound(row.Capacity, row.RatePerSec))
 		}
 		row.LastRefill = now
 		m.rows[s.ClientID] = row
 		out = append(out, row)
+	}
+	return out, nil
+}
+
+// Changed implements Store: nothing else writes to a memory store.
+func (m *MemoryStore) Changed(context.Context) ([]string, error) { return nil, nil }
+
+// States implements Store.
+func (m *MemoryStore) States(_ context.Context, ids []string) ([]Bucket, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.clock()
+	var out []Bucket
+	for _, id := range ids {
+		if b, ok := m.rows[id]; ok {
+			b.Tokens, b.LastRefill = refilled(b, now), now
+			out = append(out, b)
+		}
 	}
 	return out, nil
 }

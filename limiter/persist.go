@@ -77,16 +77,27 @@ func (l *Limiter) flush(ctx context.Context, now int64, all bool) (int, error) {
 			}
 		}
 	}
-	if len(spends) == 0 {
-		return 0, nil
+	if len(l.ownDeletes) > 0 {
+		l.forgetOldDeletes(now)
 	}
+	if len(spends) > 0 {
+		if err := l.sync(ctx, list, spends, now); err != nil {
+			return 0, err
+		}
+	}
+	return len(spends), l.refresh(ctx, list)
+}
+
+// sync sends spends (of the buckets in list) and adopts the answer; on
+// failure the spending goes back to the buckets, which stay dirty.
+func (l *Limiter) sync(ctx context.Context, list []*bucket, spends []Spend, now int64) error {
 	rows, err := l.store.Sync(ctx, spends)
 	if err != nil {
 		for i, b := range list {
 			b.spent.Add(uint32(spends[i].Spent))
 			l.markDirty(b)
 		}
-		return 0, err
+		return err
 	}
 	byID := make(map[string]*Bucket, len(rows))
 	for i := range rows {
@@ -105,7 +116,51 @@ func (l *Limiter) flush(ctx context.Context, now int64, all bool) (int, error) {
 			l.markDirty(b)
 		}
 	}
-	return len(spends), nil
+	return nil
+}
+
+// refresh reads again the buckets this instance holds that other
+// instances synced since the last refresh (just synced ones aside: their
+// answer is newer), so that a bucket held here is at most about one
+// interval behind the shared row whether or not it is in use here. What
+// a bucket admitted since its last sync is charged on top, as in adopt.
+func (l *Limiter) refresh(ctx context.Context, synced []*bucket) error {
+	ids, err := l.store.Changed(ctx)
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	skip := make(map[*bucket]bool, len(synced))
+	for _, b := range synced {
+		skip[b] = true
+	}
+	var held []string
+	for _, id := range ids {
+		if b, ok := l.buckets.Load(id); ok && !skip[b] {
+			held = append(held, id)
+		}
+	}
+	if len(held) == 0 {
+		return nil
+	}
+	rows, err := l.store.States(ctx, held)
+	if err != nil {
+		return err
+	}
+	for i := range rows {
+		row := &rows[i]
+		b, ok := l.buckets.Load(row.ClientID)
+		if !ok {
+			continue
+		}
+		switch v := b.params.Load().version; {
+		case row.Deleted || row.Version > v:
+			l.apply(*row) // an admin change whose notification is still on the way
+		case row.Version == v:
+			l.adopt(b, row, row.LastRefill.UnixNano())
+		}
+	}
+	l.SyncStats.Refreshed.Add(uint64(len(rows)))
+	return nil
 }
 
 // deferredOne counts, in the flags' second byte, the Flush rounds a dirty
@@ -197,7 +252,7 @@ func (l *Limiter) adopt(b *bucket, row *Bucket, now int64) {
 		b.setFlag(flagManaged)
 	}
 	b.setFlag(flagStored)
-	b.tat.Store(tatFor(now, p, row.Tokens) + int64(b.spent.Load())*p.interval)
+	l.chargeOnTop(b, p, tatFor(now, p, row.Tokens), 0)
 }
 
 // DirtyLen counts the buckets waiting for the next Flush. It walks the list,
@@ -299,6 +354,7 @@ type SyncStats struct {
 	Duration    histogram.Histogram // of each Flush that sent something
 	Rows        atomic.Uint64       // buckets sent
 	Refilled    atomic.Uint64       // buckets whose spending stayed unsent: they refilled meanwhile
+	Refreshed   atomic.Uint64       // buckets read again because another instance synced them
 	Errors      atomic.Uint64       // failed Flushes
 	LastSuccess atomic.Int64        // unix nanoseconds of the last Flush that went through
 }

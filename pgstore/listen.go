@@ -11,17 +11,43 @@ import (
 	"gopher-equalizer/limiter"
 )
 
-// Listen applies every admin change, made on any instance, until ctx ends:
-// bucket changes to lim, backend changes through onBackend (nil: ignored).
-// It LISTENs on a connection of its own and reads the changed row back for
-// each notification. After a (re)connect it re-reads the rows changed since
-// the last change it saw, so a change made while it was away still
-// arrives. report gets each connection failure.
-func (s *Store) Listen(ctx context.Context, lim *limiter.Limiter, onBackend func(BackendRow), report func(error)) {
-	since := time.Now().Add(-time.Second) // start-up loaded everything older
-	backendsSince := since
+// Listener applies every admin change, made on any instance, to a
+// limiter (bucket changes) and through onBackend (backend changes, nil:
+// ignored). It LISTENs on a connection of its own and reads the changed
+// row back for each notification. After a reconnect it re-reads the rows
+// changed since the last change it saw, so a change made while it was
+// away still arrives; rows the limiter already holds change nothing.
+type Listener struct {
+	s         *Store
+	lim       *limiter.Limiter
+	onBackend func(BackendRow)
+	conn      *pgx.Conn
+	// since and backendsSince: the newest admin_at / changed_at seen, in
+	// the database's clock.
+	since, backendsSince time.Time
+}
+
+// Listen starts listening. Call it before loading the buckets: a change
+// committed after it returns is notified, one before it is in the load.
+func (s *Store) Listen(ctx context.Context, lim *limiter.Limiter, onBackend func(BackendRow)) (*Listener, error) {
+	l := &Listener{s: s, lim: lim, onBackend: onBackend}
+	conn, now, err := l.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l.conn, l.since, l.backendsSince = conn, now, now
+	return l, nil
+}
+
+// Run applies notifications until ctx ends, reconnecting after a failure
+// (report gets each one) and catching up on what it missed.
+func (l *Listener) Run(ctx context.Context, report func(error)) {
 	for ctx.Err() == nil {
-		err := s.listenOnce(ctx, lim, onBackend, &since, &backendsSince)
+		err := l.serve(ctx)
+		if l.conn != nil {
+			l.conn.Close(context.Background()) //nolint:errcheck
+			l.conn = nil
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -34,54 +60,85 @@ func (s *Store) Listen(ctx context.Context, lim *limiter.Limiter, onBackend func
 	}
 }
 
-func (s *Store) listenOnce(ctx context.Context, lim *limiter.Limiter, onBackend func(BackendRow), since, backendsSince *time.Time) error {
-	pooled, err := s.pool.Acquire(ctx)
+// Close closes the connection of a Listener that never ran.
+func (l *Listener) Close() {
+	if l.conn != nil {
+		l.conn.Close(context.Background()) //nolint:errcheck
+		l.conn = nil
+	}
+}
+
+// connect takes a connection of its own and LISTENs on it; it answers the
+// database's time once listening.
+func (l *Listener) connect(ctx context.Context) (*pgx.Conn, time.Time, error) {
+	pooled, err := l.s.pool.Acquire(ctx)
 	if err != nil {
-		return err
+		return nil, time.Time{}, err
 	}
-	conn := pooled.Hijack() // the connection is this loop's until it fails
-	defer conn.Close(context.Background())
+	conn := pooled.Hijack() // the connection is this listener's until it fails
+	var now time.Time
 	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel+"; LISTEN "+backendsChannel); err != nil {
-		return err
+		conn.Close(context.Background()) //nolint:errcheck
+		return nil, now, err
 	}
-	if err := s.catchUp(ctx, lim, since); err != nil {
-		return err
+	if err := conn.QueryRow(ctx, "SELECT now()").Scan(&now); err != nil {
+		conn.Close(context.Background()) //nolint:errcheck
+		return nil, now, err
 	}
-	if onBackend != nil {
-		if err := s.catchUpBackends(ctx, onBackend, backendsSince); err != nil {
+	return conn, now, nil
+}
+
+// serve reconnects and catches up when it has no connection, then applies
+// notifications until the connection fails.
+func (l *Listener) serve(ctx context.Context) error {
+	if l.conn == nil {
+		conn, _, err := l.connect(ctx)
+		if err != nil {
 			return err
+		}
+		l.conn = conn
+		if err := l.s.catchUp(ctx, l.lim, &l.since); err != nil {
+			return err
+		}
+		if l.onBackend != nil {
+			if err := l.s.catchUpBackends(ctx, l.onBackend, &l.backendsSince); err != nil {
+				return err
+			}
 		}
 	}
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		n, err := l.conn.WaitForNotification(ctx)
 		if err != nil {
 			return err
 		}
 		if n.Channel == backendsChannel {
-			if onBackend == nil {
+			if l.onBackend == nil {
 				continue
 			}
-			row, err := s.backendChanged(ctx, n.Payload)
+			row, err := l.s.backendChanged(ctx, n.Payload)
 			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 				return err
 			}
 			if err == nil {
-				onBackend(row)
-				if row.ChangedAt.After(*backendsSince) {
-					*backendsSince = row.ChangedAt
+				l.onBackend(row)
+				if row.ChangedAt.After(l.backendsSince) {
+					l.backendsSince = row.ChangedAt
 				}
 			}
 			continue
 		}
-		row, err := s.state(ctx, n.Payload)
+		row, err := l.s.state(ctx, n.Payload)
 		if errors.Is(err, pgx.ErrNoRows) {
 			continue // purged meanwhile
 		}
 		if err != nil {
 			return err
 		}
-		if err := lim.ApplyRemote(ctx, row); err != nil {
+		if err := l.lim.ApplyRemote(ctx, row.Bucket); err != nil {
 			return err
+		}
+		if row.adminAt.After(l.since) {
+			l.since = row.adminAt
 		}
 	}
 }
@@ -112,7 +169,7 @@ func (s *Store) catchUp(ctx context.Context, lim *limiter.Limiter, since *time.T
 // stateColumns selects a row as it is now: tokens refilled to now.
 const stateColumns = `
 SELECT client_id, capacity,
-       GREATEST(LEAST(capacity, tokens + rate_per_sec * extract(epoch FROM now() - last_refill)), -(capacity + rate_per_sec)),
+       GREATEST(LEAST(capacity, tokens + rate_per_sec * date_part('epoch', now() - last_refill)), -(8 * capacity + rate_per_sec)),
        rate_per_sec, managed, version, deleted, admin_at
 FROM token_buckets`
 
@@ -141,21 +198,21 @@ func (s *Store) Load(ctx context.Context, clientID string) (limiter.Bucket, bool
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && row.Deleted) {
 		return limiter.Bucket{}, false, nil
 	}
-	return row, err == nil, err
+	return row.Bucket, err == nil, err
 }
 
 // state reads one row as it is now.
-func (s *Store) state(ctx context.Context, clientID string) (limiter.Bucket, error) {
+func (s *Store) state(ctx context.Context, clientID string) (stateRow, error) {
 	rows, err := s.pool.Query(ctx, stateColumns+` WHERE client_id = $1`, clientID)
 	if err != nil {
-		return limiter.Bucket{}, err
+		return stateRow{}, err
 	}
 	got, err := scanStates(rows)
 	if err != nil {
-		return limiter.Bucket{}, err
+		return stateRow{}, err
 	}
 	if len(got) == 0 {
-		return limiter.Bucket{}, pgx.ErrNoRows
+		return stateRow{}, pgx.ErrNoRows
 	}
-	return got[0].Bucket, nil
+	return got[0], nil
 }

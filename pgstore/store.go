@@ -35,6 +35,10 @@ type Store struct {
 	pool    *pgxpool.Pool
 	log     zerolog.Logger
 	skipped *logthrottle.Logger // rows Sync refuses to send
+	// instance names this process in the sync feed, so that it skips
+	// its own entries.
+	instance string
+	feed     syncFeed
 }
 
 // Open connects, retrying until ctx is done, and applies migrations. An
@@ -52,7 +56,7 @@ func Open(ctx context.Context, url string, log zerolog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{pool: pool, log: log, skipped: logthrottle.New(log, 10*time.Second)}
+	s := &Store{pool: pool, log: log, skipped: logthrottle.New(log, 10*time.Second), instance: newInstanceID()}
 	start := time.Now()
 	for attempt := 1; ; attempt++ {
 		err = pool.Ping(ctx)
@@ -72,6 +76,12 @@ func Open(ctx context.Context, url string, log zerolog.Logger) (*Store, error) {
 	if err := s.Migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	// The feed starts here: the buckets loaded after this hold every
+	// sync before it.
+	if err := s.feed.start(ctx, pool); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("read the sync feed: %w", err)
 	}
 	return s, nil
 }
@@ -115,11 +125,11 @@ const notifyChannel = "token_buckets"
 
 // adminUpsertSQL writes an admin change: the whole row, a new version, not
 // deleted, stamped admin_at, and a notification in the same transaction.
+// It answers the version written.
 const adminUpsertSQL = `
 WITH w AS (
     INSERT INTO token_buckets AS t (client_id, capacity, tokens, rate_per_sec, last_refill, managed, version, deleted, admin_at)
-    SELECT c, cap, tok, rate, lr, m, 1, false, now()
-    FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::float8[], $5::timestamptz[], $6::boolean[]) AS u(c, cap, tok, rate, lr, m)
+    VALUES ($1, $2, $3, $4, $5, $6, 1, false, now())
     ON CONFLICT (client_id) DO UPDATE SET
         capacity = EXCLUDED.capacity,
         tokens = EXCLUDED.tokens,
@@ -130,49 +140,41 @@ WITH w AS (
         deleted = false,
         admin_at = now(),
         updated_at = now()
-    RETURNING t.client_id
+    RETURNING t.client_id, t.version
 )
-SELECT count(pg_notify('` + notifyChannel + `', client_id)) FROM w`
+SELECT max(version), count(pg_notify('` + notifyChannel + `', client_id)) FROM w`
 
-// Save implements limiter.Store for admin writes, all rows in one
-// statement; every instance hears of each row at once (NOTIFY).
-func (s *Store) Save(ctx context.Context, buckets []limiter.Bucket) error {
-	if len(buckets) == 0 {
-		return nil
-	}
-	return s.retryOnce(ctx, func() error {
-		n := len(buckets)
-		ids := make([]string, n)
-		capacities := make([]int64, n)
-		tokens := make([]float64, n)
-		rates := make([]float64, n)
-		refills := make([]time.Time, n)
-		managed := make([]bool, n)
-		for i, b := range buckets {
-			ids[i], capacities[i], tokens[i], rates[i], refills[i], managed[i] =
-				b.ClientID, b.Capacity, min(b.Tokens, float64(b.Capacity)), b.RatePerSec, b.LastRefill, b.Managed
-		}
+// Save implements limiter.Store for admin writes; every instance hears of
+// the row at once (NOTIFY).
+func (s *Store) Save(ctx context.Context, b limiter.Bucket) (int64, error) {
+	var version int64
+	err := s.retryOnce(ctx, func() error {
 		var count int
-		return s.pool.QueryRow(ctx, adminUpsertSQL, ids, capacities, tokens, rates, refills, managed).Scan(&count)
+		return s.pool.QueryRow(ctx, adminUpsertSQL, b.ClientID, b.Capacity, min(b.Tokens, float64(b.Capacity)),
+			b.RatePerSec, b.LastRefill, b.Managed).Scan(&version, &count)
 	})
+	return version, err
 }
 
-// Delete implements limiter.Store: the rows become tombstones (a new
-// version, deleted), so no instance's sync brings them back; the purge
-// removes tombstones later.
-func (s *Store) Delete(ctx context.Context, clientIDs []string) error {
-	if len(clientIDs) == 0 {
-		return nil
-	}
-	return s.retryOnce(ctx, func() error {
+// Delete implements limiter.Store: the row becomes a tombstone (a new
+// version, deleted), so no instance's sync brings it back; the purge
+// removes tombstones later. It answers the tombstone's version, 0 when
+// there was no row.
+func (s *Store) Delete(ctx context.Context, clientID string) (int64, error) {
+	var version *int64
+	err := s.retryOnce(ctx, func() error {
 		var count int
 		return s.pool.QueryRow(ctx, `
 WITH w AS (
     UPDATE token_buckets SET deleted = true, version = version + 1, admin_at = now(), updated_at = now()
-    WHERE client_id = ANY($1) RETURNING client_id
+    WHERE client_id = $1 RETURNING client_id, version
 )
-SELECT count(pg_notify('`+notifyChannel+`', client_id)) FROM w`, clientIDs).Scan(&count)
+SELECT max(version), count(pg_notify('`+notifyChannel+`', client_id)) FROM w`, clientID).Scan(&version, &count)
 	})
+	if version == nil {
+		return 0, err
+	}
+	return *version, err
 }
 
 // retryOnce runs an admin write, and once more if the first attempt met a
@@ -222,9 +224,11 @@ WHERE t.client_id = u.client_id AND t.deleted AND u.version = 0`
 
 // syncSQL adds each spend to its row and creates the missing rows. A row's
 // new tokens are its tokens refilled to now without the cap, less the
-// spend, at most the bucket's level at the sending instance (Spend.Left)
-// and at most the capacity, at least the debt bound: minus one capacity and
-// one second of refill (see migration 005).
+// spend, at most the capacity and, when the spend was made under the row's
+// admin version, at most the bucket's level at the sending instance
+// (Spend.Left); at least the debt bound (limiter.DebtBound, migration 006).
+// Spending made under an older version is added all the same: an admin
+// change never discards spending.
 //
 // ON CONFLICT can only see the proposed row (EXCLUDED), so it carries both
 // numbers in a state that is also right for a new row: capacity - spent
@@ -232,12 +236,14 @@ WHERE t.client_id = u.client_id AND t.deleted AND u.version = 0`
 // now. The update reads the spend back as capacity - tokens and Left as
 // tokens + rate x (now - last_refill). ahead is negative when Left is below
 // capacity - spent (a bucket that started in debt): last_refill is then a
-// moment after now(), and the refill arithmetic still gives Left.
+// moment after now(), and the refill arithmetic still gives Left. LEAST
+// skips the NULL of a Left that does not apply.
 //
-// Spending under another admin version than the row's is dropped, and
-// tombstones are left alone. Only the token state and updated_at change,
-// and no index covers them: HOT updates.
+// Tombstones are left alone. Only the token state and updated_at change,
+// and no index covers them: HOT updates. The keys whose rows end below
+// capacity go to the sync feed (see Changed) in the same statement.
 const syncSQL = `
+WITH w AS (
 INSERT INTO token_buckets AS t (client_id, capacity, tokens, rate_per_sec, last_refill, version)
 SELECT u.client_id, u.capacity, u.capacity - u.spent, u.rate, now() - u.ahead * interval '1 second', u.version
 FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::float8[], $5::float8[], $6::bigint[])
@@ -245,19 +251,19 @@ FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::float8[], $5::float8[], 
 ON CONFLICT (client_id) DO UPDATE SET
     tokens = GREATEST(LEAST(t.capacity,
         t.tokens + t.rate_per_sec * date_part('epoch', now() - t.last_refill) - (EXCLUDED.capacity - EXCLUDED.tokens),
-        EXCLUDED.tokens + EXCLUDED.rate_per_sec * date_part('epoch', now() - EXCLUDED.last_refill)),
-        -(t.capacity + t.rate_per_sec)),
+        CASE WHEN t.version = EXCLUDED.version
+            THEN EXCLUDED.tokens + EXCLUDED.rate_per_sec * date_part('epoch', now() - EXCLUDED.last_refill) END),
+        -(8 * t.capacity + t.rate_per_sec)),
     last_refill = now(),
     updated_at = now()
-WHERE NOT t.deleted AND t.version = EXCLUDED.version`
-
-// syncReturning makes syncSQL answer each row it wrote, as it is now (an
-// inserted row's last_refill is not now, see syncSQL; its refilled tokens
-// are its Left, within bounds already). date_part, not extract: extract
-// computes in numeric, several times slower per row.
-const syncReturning = `
-RETURNING t.client_id, t.capacity, t.tokens + t.rate_per_sec * date_part('epoch', now() - t.last_refill),
-    t.rate_per_sec, t.managed, t.version, t.deleted`
+WHERE NOT t.deleted
+RETURNING t.client_id, t.capacity, t.tokens + t.rate_per_sec * date_part('epoch', now() - t.last_refill) AS tokens_now,
+    t.rate_per_sec, t.managed, t.version, t.deleted
+), feed AS (
+    INSERT INTO token_bucket_syncs (instance, client_ids)
+    SELECT $7, array_agg(client_id) FROM w WHERE tokens_now < capacity HAVING count(*) > 0
+)
+SELECT * FROM w`
 
 // scanSynced appends the rows of a sync answer to dst.
 func scanSynced(rows pgx.Rows, dst []limiter.Bucket) ([]limiter.Bucket, error) {
@@ -276,7 +282,7 @@ func scanSynced(rows pgx.Rows, dst []limiter.Bucket) ([]limiter.Bucket, error) {
 // stateSQL reads rows as they are now, tokens refilled to now.
 const stateSQL = `
 SELECT client_id, capacity,
-       GREATEST(LEAST(capacity, tokens + rate_per_sec * extract(epoch FROM now() - last_refill)), -(capacity + rate_per_sec)),
+       GREATEST(LEAST(capacity, tokens + rate_per_sec * date_part('epoch', now() - last_refill)), -(8 * capacity + rate_per_sec)),
        rate_per_sec, managed, version, deleted
 FROM token_buckets WHERE client_id = ANY($1)`
 
@@ -299,7 +305,7 @@ func (s *Store) Sync(ctx context.Context, spends []limiter.Spend) ([]limiter.Buc
 		lefts := make([]float64, n)
 		versions := make([]int64, n)
 		for i, sp := range batch {
-			c, debt := float64(sp.Capacity), float64(sp.Capacity)+sp.RatePerSec
+			c, debt := float64(sp.Capacity), limiter.DebtBound(sp.Capacity, sp.RatePerSec)
 			// A new row may start at most at the debt bound.
 			ids[i], caps[i], rates[i], versions[i] = sp.ClientID, sp.Capacity, sp.RatePerSec, sp.Version
 			spent[i] = min(sp.Spent, c+debt)
@@ -312,7 +318,7 @@ func (s *Store) Sync(ctx context.Context, spends []limiter.Spend) ([]limiter.Buc
 			return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 				// The common case is one statement: the upsert returns the
 				// rows it wrote, as they are now.
-				rows, err := tx.Query(ctx, syncSQL+syncReturning, ids, caps, rates, spent, ahead, versions)
+				rows, err := tx.Query(ctx, syncSQL, ids, caps, rates, spent, ahead, versions, s.instance)
 				if err != nil {
 					return err
 				}
@@ -420,7 +426,7 @@ func (s *Store) retryConflict(ctx context.Context, tx func() error) error {
 // their tokens, cut to the new capacity. Admin buckets keep their own.
 func (s *Store) SetDefaults(ctx context.Context, old, now limiter.Defaults) (int64, error) {
 	tag, err := s.pool.Exec(ctx, `
-UPDATE token_buckets SET capacity = $1, rate_per_sec = $2, tokens = GREATEST(LEAST(tokens, $1), -($1 + $2)), updated_at = now()
+UPDATE token_buckets SET capacity = $1, rate_per_sec = $2, tokens = GREATEST(LEAST(tokens, $1), -(8 * $1 + $2)), updated_at = now()
 WHERE NOT managed AND NOT deleted AND capacity = $3 AND rate_per_sec = $4`,
 		now.Capacity, now.RatePerSec, old.Capacity, old.RatePerSec)
 	return tag.RowsAffected(), err

@@ -87,7 +87,7 @@ func TestConstraintsRejectBadRows(t *testing.T) {
 	}{
 		{"a", 0, 0, 1, "token_buckets_capacity_positive"},
 		{"b", -1, 0, 1, "token_buckets_capacity_positive"},
-		{"c", 10, -11.5, 1, "token_buckets_tokens_bounded_debt"}, // past one capacity and one second of refill
+		{"c", 10, -81.5, 1, "token_buckets_tokens_bounded_debt"}, // past 8 capacities and one second of refill
 		{"d", 10, 11, 1, "token_buckets_tokens_within_capacity"},
 		{"e", 10, 5, 0, "token_buckets_rate_positive"},
 		{"", 10, 5, 1, "token_buckets_client_id_length"},
@@ -106,11 +106,8 @@ func TestSaveLoadAndTrigger(t *testing.T) {
 	s := open(t, c.NewDatabase(t))
 	ctx := context.Background()
 	at := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
-	var rows []limiter.Bucket
-	for i := range batchSize + 5 { // crosses a sub-batch boundary
-		rows = append(rows, limiter.Bucket{ClientID: fmt.Sprintf("c%06d", i), Capacity: 10, Tokens: 2.5, RatePerSec: 1, LastRefill: at})
-	}
-	if err := s.Save(ctx, rows); err != nil {
+	if _, err := s.pool.Exec(ctx, `INSERT INTO token_buckets (client_id, capacity, tokens, rate_per_sec, last_refill)
+		SELECT 'c' || lpad(g::text, 6, '0'), 10, 2.5, 1, $1 FROM generate_series(0, $2) g`, at, batchSize+4); err != nil {
 		t.Fatal(err)
 	}
 	var first time.Time
@@ -120,8 +117,10 @@ func TestSaveLoadAndTrigger(t *testing.T) {
 		{ClientID: "c000001", Capacity: 20, Tokens: 7, RatePerSec: 2, LastRefill: at.Add(time.Second), Managed: true},
 		{ClientID: "new", Capacity: 3, Tokens: 0, RatePerSec: 0.5, LastRefill: at},
 	}
-	if err := s.Save(ctx, changed); err != nil {
-		t.Fatal(err)
+	for i, b := range changed {
+		if v, err := s.Save(ctx, b); err != nil || v != int64(1) {
+			t.Fatalf("save %d: version %d, %v", i, v, err)
+		}
 	}
 	var capacity int64
 	var tokens float64
@@ -158,8 +157,10 @@ func TestSaveLoadAndTrigger(t *testing.T) {
 		t.Fatalf("refill after load: %+v", b)
 	}
 
-	if err := s.Delete(ctx, []string{"new", "c000001", "missing"}); err != nil {
-		t.Fatal(err)
+	for _, id := range []string{"new", "c000001", "missing"} {
+		if _, err := s.Delete(ctx, id); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// A delete leaves tombstones, which loading skips.
 	var left, tombstones int
@@ -203,9 +204,9 @@ func TestFlushThroughStore(t *testing.T) {
 }
 
 // TestSyncAddsSpendingOfSeveralInstances plays three instances on one
-// database: their spending adds up, overshoot goes into debt, an admin
-// change drops spending made before it, and a tombstone stays dead for
-// stale buckets but comes back for a new one.
+// database: their spending adds up, overshoot goes into debt, spending
+// made under an older admin version is still added (never discarded), and
+// a tombstone stays dead for stale buckets but comes back for a new one.
 func TestSyncAddsSpendingOfSeveralInstances(t *testing.T) {
 	c := pgtest.Require(t)
 	s := open(t, c.NewDatabase(t))
@@ -231,24 +232,28 @@ func TestSyncAddsSpendingOfSeveralInstances(t *testing.T) {
 	if math.Round(tokens) != -2 {
 		t.Fatalf("tokens %v, want 10 - 12 = -2", tokens)
 	}
-	// An admin PATCH to 5 on one instance; another instance's earlier
-	// spending arrives after it and is dropped.
+	// An admin PATCH to 5 on one instance; another instance's spending
+	// under the old version arrives after it and comes off the new state
+	// (its Left, a level under the old version, does not bound it).
 	insts[1].Allow([]byte("other"), now) // unrelated
-	if err := s.Save(ctx, []limiter.Bucket{{ClientID: "k", Capacity: 10, Tokens: 5, RatePerSec: rate, LastRefill: time.Now(), Managed: true}}); err != nil {
-		t.Fatal(err)
+	v, err := s.Save(ctx, limiter.Bucket{ClientID: "k", Capacity: 10, Tokens: 5, RatePerSec: rate, LastRefill: time.Now(), Managed: true})
+	if err != nil || v != 1 {
+		t.Fatalf("save: version %d, %v", v, err)
 	}
-	rows, err := s.Sync(ctx, []limiter.Spend{spendOf("k", 3, 0, rate)})
-	if err != nil || len(rows) != 1 || rows[0].WholeTokens() != 5 || rows[0].Version != 1 || !rows[0].Managed {
-		t.Fatalf("stale spend after an admin change: %+v %v", rows, err)
+	stale := spendOf("k", 3, 0, rate)
+	stale.Left = 0
+	rows, err := s.Sync(ctx, []limiter.Spend{stale})
+	if err != nil || len(rows) != 1 || rows[0].WholeTokens() != 2 || rows[0].Version != 1 || !rows[0].Managed {
+		t.Fatalf("spend under an older version after an admin change: %+v %v", rows, err)
 	}
 	rows, _ = s.Sync(ctx, []limiter.Spend{spendOf("k", 1, 1, rate)})
-	if rows[0].WholeTokens() != 4 {
+	if rows[0].WholeTokens() != 1 {
 		t.Fatalf("spend under the current version: %+v", rows)
 	}
 	// Delete: a stale bucket (version 1) cannot bring it back; a new one
 	// (version 0) starts a fresh automatic row.
-	if err := s.Delete(ctx, []string{"k"}); err != nil {
-		t.Fatal(err)
+	if v, err := s.Delete(ctx, "k"); err != nil || v != 2 {
+		t.Fatalf("delete: version %d, %v", v, err)
 	}
 	rows, _ = s.Sync(ctx, []limiter.Spend{spendOf("k", 2, 1, rate)})
 	if !rows[0].Deleted {
@@ -302,8 +307,11 @@ func TestListenAppliesAdminChangesOfOtherInstances(t *testing.T) {
 	lim := limiter.New(limiter.Config{Capacity: 10, RatePerSec: 1, Persist: true}, b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go b.Listen(ctx, lim, nil, func(err error) { t.Log(err) })
-	time.Sleep(200 * time.Millisecond) // LISTEN in place
+	l, err := b.Listen(ctx, lim, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go l.Run(ctx, func(err error) { t.Log(err) })
 	wait := func(what string, cond func() bool) {
 		t.Helper()
 		for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
@@ -313,11 +321,11 @@ func TestListenAppliesAdminChangesOfOtherInstances(t *testing.T) {
 		}
 		t.Fatalf("%s: not applied within 1 s", what)
 	}
-	if err := a.Save(ctx, []limiter.Bucket{{ClientID: "x", Capacity: 3, Tokens: 1, RatePerSec: 1, LastRefill: time.Now(), Managed: true}}); err != nil {
+	if _, err := a.Save(ctx, limiter.Bucket{ClientID: "x", Capacity: 3, Tokens: 1, RatePerSec: 1, LastRefill: time.Now(), Managed: true}); err != nil {
 		t.Fatal(err)
 	}
 	wait("create", func() bool { got, ok := lim.Get("x", time.Now().UnixNano()); return ok && got.Capacity == 3 })
-	if err := a.Delete(ctx, []string{"x"}); err != nil {
+	if _, err := a.Delete(ctx, "x"); err != nil {
 		t.Fatal(err)
 	}
 	wait("delete", func() bool { _, ok := lim.Get("x", time.Now().UnixNano()); return !ok })
@@ -339,24 +347,20 @@ func TestOpenGivesUpOnUnreachableDatabase(t *testing.T) {
 	}
 }
 
-// BenchmarkPersist100k writes 100,000 changed buckets, as one Flush does.
+// BenchmarkPersist100k syncs 100,000 changed buckets, as one Flush does.
 func BenchmarkPersist100k(b *testing.B) {
 	c := pgtest.Require(b)
 	s := open(b, c.NewDatabase(b))
-	rows := make([]limiter.Bucket, 100_000)
-	at := time.Now()
-	for i := range rows {
-		rows[i] = limiter.Bucket{ClientID: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), Capacity: 100, Tokens: 50, RatePerSec: 100, LastRefill: at}
+	spends := make([]limiter.Spend, 100_000)
+	for i := range spends {
+		spends[i] = limiter.Spend{ClientID: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), Spent: 1, Left: 50, Capacity: 100, RatePerSec: 100}
 	}
-	if err := s.Save(context.Background(), rows); err != nil { // first insert
+	if _, err := s.Sync(context.Background(), spends); err != nil { // first insert
 		b.Fatal(err)
 	}
 	b.ResetTimer()
-	for i := 0; b.Loop(); i++ {
-		for j := range rows {
-			rows[j].Tokens = float64(i % 100)
-		}
-		if err := s.Save(context.Background(), rows); err != nil {
+	for b.Loop() {
+		if _, err := s.Sync(context.Background(), spends); err != nil {
 			b.Fatal(err)
 		}
 	}

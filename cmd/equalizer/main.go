@@ -162,7 +162,18 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 		}
 	}
 	var saveBackend func(context.Context, pool.Change) error
+	var listener *pgstore.Listener
 	if pg, ok := store.(*pgstore.Store); ok {
+		// Listening starts before anything is loaded, so that every admin
+		// change is either in what is loaded or notified after it; all of
+		// it is in memory before the listeners open.
+		listenCtx, cancel := context.WithTimeout(context.Background(), cfg.DatabaseConnectTimeout)
+		listener, err = pg.Listen(listenCtx, lim, applyStored)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("listen for admin changes: %w", err)
+		}
+		defer listener.Close()
 		// Backend changes made through the API on any instance, on top of
 		// the configuration.
 		rows, err := pg.Backends(context.Background())
@@ -289,7 +300,7 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 	if pg, ok := store.(*pgstore.Store); ok {
 		// Admin changes made on any instance, and the purge of unused rows.
 		background.Go(func() {
-			pg.Listen(persistCtx, lim, applyStored, throttle(log, 10*time.Second, "admin changes of other instances not received; reconnecting"))
+			listener.Run(persistCtx, throttle(log, 10*time.Second, "admin changes of other instances not received; reconnecting"))
 		})
 		background.Go(func() {
 			pg.RunPurge(persistCtx, cfg.BucketTTL, min(cfg.BucketTTL/24, time.Hour), throttle(log, time.Minute, "purging unused bucket rows failed"))

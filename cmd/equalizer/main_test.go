@@ -109,6 +109,15 @@ func startInstance(t *testing.T, env map[string]string) *instance {
 // startInstanceOf is startInstance with a given binary.
 func startInstanceOf(t *testing.T, bin string, env map[string]string) *instance {
 	t.Helper()
+	in := launch(t, bin, env)
+	in.waitReady(t)
+	return in
+}
+
+// launch starts the binary with env plus fresh listen addresses, without
+// waiting for it.
+func launch(t *testing.T, bin string, env map[string]string) *instance {
+	t.Helper()
 	in := &instance{proxy: freeAddr(t), admin: freeAddr(t), logs: &strings.Builder{}, logsMu: &sync.Mutex{}, done: make(chan error, 1),
 		token: env["EQUALIZER_ADMIN_TOKEN"]}
 	vars := []string{"EQUALIZER_LISTEN=" + in.proxy, "EQUALIZER_ADMIN_LISTEN=" + in.admin, "PATH=" + os.Getenv("PATH")}
@@ -138,6 +147,13 @@ func startInstanceOf(t *testing.T, bin string, env map[string]string) *instance 
 			t.Logf("equalizer log:\n%s", in.log())
 		}
 	})
+	return in
+}
+
+// waitReady waits until /readyz answers 200 (or says only that no backend
+// is healthy).
+func (in *instance) waitReady(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		req, _ := http.NewRequest("GET", "http://"+in.admin+"/readyz", nil)
@@ -151,7 +167,7 @@ func startInstanceOf(t *testing.T, bin string, env map[string]string) *instance 
 			// Up, though maybe without a healthy backend: some tests
 			// want none.
 			if resp.StatusCode == 200 || strings.Contains(string(body), "no healthy backend") {
-				return in
+				return
 			}
 		}
 		if time.Now().After(deadline) {
