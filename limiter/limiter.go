@@ -105,16 +105,15 @@ func (b Bucket) WholeTokens() int64 { return int64(math.Floor(b.Tokens + 1e-9)) 
 // the write knows its own notification when it comes back. Sync adds
 // spending to rows (creating missing ones with the spend's parameters and
 // Left) and answers every row's state now, tokens refilled to the moment
-// of the answer. Changed answers the rows other instances synced since the
-// last call that this instance may hold stale (nil when the store is not
-// shared), and States reads rows as they are now. They are called in turn,
-// never at once.
+// of the answer. Changed answers the rows the other instances' syncs left
+// below capacity since the last call, oldest first, each as the sync wrote
+// it: ClientID, Tokens as of LastRefill, and Version (nil when nothing
+// else shares the store). They are called in turn, never at once.
 type Store interface {
 	Save(ctx context.Context, row Bucket) (version int64, err error)
 	Delete(ctx context.Context, clientID string) (version int64, err error)
 	Sync(ctx context.Context, spends []Spend) ([]Bucket, error)
-	Changed(ctx context.Context) ([]string, error)
-	States(ctx context.Context, clientIDs []string) ([]Bucket, error)
+	Changed(ctx context.Context) ([]Bucket, error)
 	// Load reads one row as it is now; found is false for no row or a
 	// tombstone.
 	Load(ctx context.Context, clientID string) (row Bucket, found bool, err error)

@@ -72,22 +72,7 @@ func (m *MemoryStore) Sync(_ context.Context, spends []Spend) ([]Bucket, error) 
 }
 
 // Changed implements Store: nothing else writes to a memory store.
-func (m *MemoryStore) Changed(context.Context) ([]string, error) { return nil, nil }
-
-// States implements Store.
-func (m *MemoryStore) States(_ context.Context, ids []string) ([]Bucket, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	now := m.clock()
-	var out []Bucket
-	for _, id := range ids {
-		if b, ok := m.rows[id]; ok {
-			b.Tokens, b.LastRefill = refilled(b, now), now
-			out = append(out, b)
-		}
-	}
-	return out, nil
-}
+func (m *MemoryStore) Changed(context.Context) ([]Bucket, error) { return nil, nil }
 
 // refilled is a row's tokens refilled to now, at most its capacity.
 func refilled(b Bucket, now time.Time) float64 { return min(float64(b.Capacity), uncapped(b, now)) }

@@ -119,47 +119,40 @@ func (l *Limiter) sync(ctx context.Context, list []*bucket, spends []Spend, now 
 	return nil
 }
 
-// refresh reads again the buckets this instance holds that other
-// instances synced since the last refresh (just synced ones aside: their
-// answer is newer), so that a bucket held here is at most about one
-// interval behind the shared row whether or not it is in use here. What
-// a bucket admitted since its last sync is charged on top, as in adopt.
+// refresh adopts the state the other instances' syncs wrote for the
+// buckets this instance holds (just synced ones aside: their answer is
+// newer), so that a bucket held here is at most about one interval behind
+// the shared row whether or not it is in use here. What a bucket admitted
+// since its last sync is charged on top, as in adopt. A row under another
+// admin version is left to that change's notification. A sync entry that
+// committed just after this instance's previous refresh yet began before
+// its last sync of a bucket can hide that sync's spending here until the
+// bucket next syncs: one interval of this instance's spending, at most.
 func (l *Limiter) refresh(ctx context.Context, synced []*bucket) error {
-	ids, err := l.store.Changed(ctx)
-	if err != nil || len(ids) == 0 {
+	rows, err := l.store.Changed(ctx)
+	if err != nil || len(rows) == 0 {
 		return err
 	}
 	skip := make(map[*bucket]bool, len(synced))
 	for _, b := range synced {
 		skip[b] = true
 	}
-	var held []string
-	for _, id := range ids {
-		if b, ok := l.buckets.Load(id); ok && !skip[b] {
-			held = append(held, id)
-		}
-	}
-	if len(held) == 0 {
-		return nil
-	}
-	rows, err := l.store.States(ctx, held)
-	if err != nil {
-		return err
-	}
+	adopted := 0
 	for i := range rows {
 		row := &rows[i]
 		b, ok := l.buckets.Load(row.ClientID)
-		if !ok {
+		if !ok || skip[b] || b.has(flagDeleted) {
 			continue
 		}
-		switch v := b.params.Load().version; {
-		case row.Deleted || row.Version > v:
-			l.apply(*row) // an admin change whose notification is still on the way
-		case row.Version == v:
-			l.adopt(b, row, row.LastRefill.UnixNano())
+		p := b.params.Load()
+		if p.version != row.Version {
+			continue
 		}
+		b.setFlag(flagStored)
+		l.chargeOnTop(b, p, tatFor(row.LastRefill.UnixNano(), p, row.Tokens), 0)
+		adopted++
 	}
-	l.SyncStats.Refreshed.Add(uint64(len(rows)))
+	l.SyncStats.Refreshed.Add(uint64(adopted))
 	return nil
 }
 

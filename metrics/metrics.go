@@ -99,11 +99,12 @@ var (
 	evictionsDesc = desc("equalizer_limiter_evictions_total", "Buckets evicted from memory.")
 	debtsDesc     = desc("equalizer_limiter_debts", "Evicted buckets remembered for their debt.")
 
-	syncDurationDesc = desc("equalizer_store_sync_duration_seconds", "Duration of each sync of spending with PostgreSQL that sent rows.")
-	syncRowsDesc     = desc("equalizer_store_rows_synced_total", "Bucket rows sent to PostgreSQL.")
-	syncRefilledDesc = desc("equalizer_store_rows_refilled_total", "Bucket rows not sent to PostgreSQL because the bucket refilled to full since its spending (the row would not change).")
-	syncErrorsDesc   = desc("equalizer_store_sync_errors_total", "Syncs with PostgreSQL that failed (retried with backoff).")
-	syncLastDesc     = desc("equalizer_store_last_success_timestamp_seconds", "Unix time of the last sync with PostgreSQL that went through.")
+	syncDurationDesc  = desc("equalizer_store_sync_duration_seconds", "Duration of each sync of spending with PostgreSQL that sent rows.")
+	syncRowsDesc      = desc("equalizer_store_rows_synced_total", "Bucket rows sent to PostgreSQL.")
+	syncRefilledDesc  = desc("equalizer_store_rows_refilled_total", "Bucket rows not sent to PostgreSQL because the bucket refilled to full since its spending (the row would not change).")
+	syncRefreshedDesc = desc("equalizer_store_rows_refreshed_total", "Buckets held here that took the state another instance's sync wrote (read from the sync feed).")
+	syncErrorsDesc    = desc("equalizer_store_sync_errors_total", "Syncs with PostgreSQL that failed (retried with backoff).")
+	syncLastDesc      = desc("equalizer_store_last_success_timestamp_seconds", "Unix time of the last sync with PostgreSQL that went through.")
 
 	accessDroppedDesc = desc("equalizer_access_log_dropped_total", "Access log lines dropped because the buffer to the log file was full.")
 )
@@ -164,6 +165,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- constHistogram(syncDurationDesc, ss.Duration.Snapshot())
 			counter(syncRowsDesc, ss.Rows.Load())
 			counter(syncRefilledDesc, ss.Refilled.Load())
+			counter(syncRefreshedDesc, ss.Refreshed.Load())
 			counter(syncErrorsDesc, ss.Errors.Load())
 			gauge(syncLastDesc, float64(ss.LastSuccess.Load())/float64(time.Second))
 		}

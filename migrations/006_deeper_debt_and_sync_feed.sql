@@ -7,15 +7,18 @@
 ALTER TABLE token_buckets DROP CONSTRAINT token_buckets_tokens_bounded_debt;
 ALTER TABLE token_buckets ADD CONSTRAINT token_buckets_tokens_bounded_debt CHECK (tokens >= -(8 * capacity + rate_per_sec));
 
--- Every sync appends the keys whose rows it lowered: the other instances
--- read this feed each interval and re-read the rows of the keys they hold,
--- so an instance that is not using a bucket does not keep a stale one.
--- One row per sync (an array of keys), so a sync of 10,000 rows adds one
--- insert; rows older than a minute are deleted by the readers.
+-- Every sync appends the rows it left below capacity, as they are after
+-- it (tokens as of at, and the admin version): the other instances read
+-- this feed each interval and adopt the state of the keys they hold, so an
+-- instance that is not using a bucket does not keep a stale one. One row
+-- per sync (arrays), so a sync of 10,000 rows adds one insert and readers
+-- look nothing up; rows older than a minute are deleted by the readers.
 CREATE TABLE token_bucket_syncs (
     seq        bigserial   PRIMARY KEY,
     instance   text        NOT NULL,
     at         timestamptz NOT NULL DEFAULT now(),
-    client_ids text[]      NOT NULL
+    client_ids text[]      NOT NULL,
+    tokens     float8[]    NOT NULL,
+    versions   bigint[]    NOT NULL
 );
 CREATE INDEX token_bucket_syncs_at_idx ON token_bucket_syncs (at);

@@ -12,8 +12,9 @@ import (
 	"gopher-equalizer/limiter"
 )
 
-// syncFeed reads token_bucket_syncs: which keys the other instances'
-// syncs lowered since the last read. Entries are read by sequence number.
+// syncFeed reads token_bucket_syncs: the rows the other instances' syncs
+// left below capacity since the last read. Entries are read by sequence
+// number.
 // A sequence number is taken when a sync's transaction writes, and the
 // transaction may commit after a later one, so the feed keeps a floor
 // below which everything was read and the numbers above it already read;
@@ -45,9 +46,11 @@ func newInstanceID() string {
 	return hex.EncodeToString(b)
 }
 
-// Changed implements limiter.Store: the keys other instances synced below
-// capacity since the last call (with repeats).
-func (s *Store) Changed(ctx context.Context) ([]string, error) {
+// Changed implements limiter.Store: the rows other instances' syncs left
+// below capacity since the last call, each as that sync wrote it (tokens
+// as of LastRefill, in this process's clock; capacity and rate unset), in
+// the order of the syncs.
+func (s *Store) Changed(ctx context.Context) ([]limiter.Bucket, error) {
 	f := &s.feed
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -56,22 +59,32 @@ func (s *Store) Changed(ctx context.Context) ([]string, error) {
 		read = append(read, seq)
 	}
 	rows, err := s.pool.Query(ctx, `
-SELECT seq, CASE WHEN instance = $3 THEN NULL ELSE client_ids END
+SELECT seq, instance = $3, client_ids, tokens, versions, date_part('epoch', now() - at)
 FROM token_bucket_syncs WHERE seq > $1 AND seq <> ALL($2) ORDER BY seq`, f.floor, read, s.instance)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var ids []string
+	var out []limiter.Bucket
 	now := time.Now()
 	for rows.Next() {
 		var seq int64
-		var keys []string
-		if err := rows.Scan(&seq, &keys); err != nil {
+		var own bool
+		var ids []string
+		var tokens []float64
+		var versions []int64
+		var age float64
+		if err := rows.Scan(&seq, &own, &ids, &tokens, &versions, &age); err != nil {
 			return nil, err
 		}
 		f.seen[seq] = now
-		ids = append(ids, keys...)
+		if own || len(tokens) != len(ids) || len(versions) != len(ids) {
+			continue
+		}
+		at := now.Add(-time.Duration(age * float64(time.Second)))
+		for i, id := range ids {
+			out = append(out, limiter.Bucket{ClientID: id, Tokens: tokens[i], Version: versions[i], LastRefill: at})
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -79,10 +92,10 @@ FROM token_bucket_syncs WHERE seq > $1 AND seq <> ALL($2) ORDER BY seq`, f.floor
 	f.advance(now)
 	if f.reads++; f.reads%pruneEvery == 0 {
 		if _, err := s.pool.Exec(ctx, `DELETE FROM token_bucket_syncs WHERE at < now() - $1::interval`, feedKeep); err != nil {
-			return ids, err
+			return out, err
 		}
 	}
-	return ids, nil
+	return out, nil
 }
 
 // advance moves the floor over the numbers read without a gap, and over a
@@ -113,13 +126,4 @@ func (f *syncFeed) advance(now time.Time) {
 		}
 		f.floor = lowest - 1
 	}
-}
-
-// States implements limiter.Store: the rows of ids as they are now.
-func (s *Store) States(ctx context.Context, ids []string) ([]limiter.Bucket, error) {
-	rows, err := s.pool.Query(ctx, stateSQL, ids)
-	if err != nil {
-		return nil, err
-	}
-	return scanSynced(rows, make([]limiter.Bucket, 0, len(ids)))
 }

@@ -240,8 +240,8 @@ WHERE t.client_id = u.client_id AND t.deleted AND u.version = 0`
 // skips the NULL of a Left that does not apply.
 //
 // Tombstones are left alone. Only the token state and updated_at change,
-// and no index covers them: HOT updates. The keys whose rows end below
-// capacity go to the sync feed (see Changed) in the same statement.
+// and no index covers them: HOT updates. The rows left below capacity go
+// to the sync feed (see Changed) in the same statement.
 const syncSQL = `
 WITH w AS (
 INSERT INTO token_buckets AS t (client_id, capacity, tokens, rate_per_sec, last_refill, version)
@@ -260,8 +260,9 @@ WHERE NOT t.deleted
 RETURNING t.client_id, t.capacity, t.tokens + t.rate_per_sec * date_part('epoch', now() - t.last_refill) AS tokens_now,
     t.rate_per_sec, t.managed, t.version, t.deleted
 ), feed AS (
-    INSERT INTO token_bucket_syncs (instance, client_ids)
-    SELECT $7, array_agg(client_id) FROM w WHERE tokens_now < capacity HAVING count(*) > 0
+    INSERT INTO token_bucket_syncs (instance, client_ids, tokens, versions)
+    SELECT $7, array_agg(client_id), array_agg(tokens_now), array_agg(version)
+    FROM w WHERE tokens_now < capacity AND NOT deleted HAVING count(*) > 0
 )
 SELECT * FROM w`
 

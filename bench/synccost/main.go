@@ -2,7 +2,9 @@
 // batches of spread keys through pgstore.Sync, as the persister does with
 // 100,000 active clients, and reports the server's CPU per row (the
 // user+system time of every postgres process, from /proc, so run it on the
-// database's machine) and the WAL written per row.
+// database's machine) and the WAL written per row. With -readers N, N
+// other instances read the sync feed after each sync, as their persisters
+// do (the cost of keeping idle instances fresh).
 //
 //	go run ./bench/synccost -url postgres://postgres@127.0.0.1:5432/postgres
 package main
@@ -29,6 +31,7 @@ func main() {
 	keys := flag.Int("keys", 100_000, "distinct client keys")
 	batch := flag.Int("batch", 2000, "rows per sync")
 	rounds := flag.Int("rounds", 100, "syncs to time")
+	readers := flag.Int("readers", 0, "other instances that read the sync feed and re-read the rows")
 	flag.Parse()
 	ctx := context.Background()
 	store, err := pgstore.Open(ctx, *url, zerolog.Nop())
@@ -54,14 +57,34 @@ func main() {
 			os.Exit(1)
 		}
 	}
+	var others []*pgstore.Store
+	for range *readers {
+		other, err := pgstore.Open(ctx, *url, zerolog.Nop())
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer other.Close()
+		others = append(others, other)
+	}
+	read := func() {
+		for _, other := range others {
+			if _, err := other.Changed(ctx); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+		}
+	}
 	for from := 0; from < *keys; from += *batch { // every row exists, as in steady state
 		sync(from)
 	}
+	read()
 	var wal0 string
 	_ = conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&wal0)
 	cpu0, start := postgresTicks(), time.Now()
 	for r := 0; r < *rounds; r++ {
 		sync(r * *batch)
+		read()
 	}
 	took, cpu := time.Since(start), postgresTicks()-cpu0
 	var walBytes int64

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -366,5 +367,77 @@ func TestIdleInstanceSeesTheOthersSpending(t *testing.T) {
 	total += cb.sendN(30)
 	if total != 50 {
 		t.Fatalf("%d admitted for a capacity of 50 (refill 1/h)", total)
+	}
+	// With a restart between: B loads the row at start-up and then only
+	// A spends for a while.
+	ca, cb = newSequentialClient(a.proxy, "r"), newSequentialClient(b.proxy, "r")
+	total = ca.sendN(30)
+	b.stop(t, syscall.SIGTERM)
+	b = startInstance(t, env)
+	cb = newSequentialClient(b.proxy, "r")
+	time.Sleep(2500 * time.Millisecond)
+	total += ca.sendN(10)
+	time.Sleep(2500 * time.Millisecond)
+	total += cb.sendN(30)
+	time.Sleep(1500 * time.Millisecond)
+	total += ca.sendN(30)
+	if total != 50 {
+		t.Fatalf("with a restart: %d admitted for a capacity of 50 (refill 1/h)", total)
+	}
+}
+
+// TestColdKeyOnSeveralInstances: one key none of the instances has seen,
+// capacity 50 and 10/s, 1,000 requests/s spread round robin over 1, 2, 3 and 5
+// instances for 20 s: 250 admitted +- 5 %. Each instance starts the key
+// with a full bucket, so together they admit up to N-1 capacities too
+// many before their first sync; that is owed, and paid back.
+func TestColdKeyOnSeveralInstances(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs for 80 s")
+	}
+	for _, n := range []int{1, 2, 3, 5} {
+		t.Run(fmt.Sprintf("%d instances", n), func(t *testing.T) {
+			_, _, ins := startShared(t, n, "50", "10")
+			const perSecond, workers = 1000, 4
+			period := time.Duration(n*workers) * time.Second / perSecond
+			var admitted, sent atomic.Int64
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			start := time.Now()
+			for _, in := range ins {
+				for w := range workers {
+					wg.Go(func() {
+						time.Sleep(period * time.Duration(w) / workers) // spread the workers out
+						client := newSequentialClient(in.proxy, "cold")
+						tick := time.NewTicker(period)
+						defer tick.Stop()
+						for {
+							select {
+							case <-stop:
+								return
+							case <-tick.C:
+							}
+							sent.Add(1)
+							if client.send() == 200 {
+								admitted.Add(1)
+							}
+						}
+					})
+				}
+			}
+			time.Sleep(20 * time.Second)
+			close(stop)
+			wg.Wait()
+			elapsed := time.Since(start).Seconds()
+			want := 50 + 10*elapsed
+			got := float64(admitted.Load())
+			t.Logf("%d instances, %d requests sent in %.1f s: admitted %.0f, ideal %.0f (%+.1f%%)", n, sent.Load(), elapsed, got, want, 100*(got-want)/want)
+			if float64(sent.Load()) < 0.8*perSecond*elapsed {
+				t.Fatalf("only %d requests sent: the test machine is too slow for this test", sent.Load())
+			}
+			if math.Abs(got-want) > 0.05*want {
+				t.Fatalf("admitted %.0f, want %.0f +- 5%%", got, want)
+			}
+		})
 	}
 }
