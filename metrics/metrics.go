@@ -18,12 +18,15 @@ import (
 	"gopher-equalizer/limiter"
 	"gopher-equalizer/pool"
 	"gopher-equalizer/proxy"
+	"gopher-equalizer/route"
 )
 
 // Sources are what the metrics read.
 type Sources struct {
-	Proxy   *proxy.Proxy
-	Pool    *pool.Pool
+	Proxy *proxy.Proxy
+	Pool  *pool.Pool // the pool "default"
+	// Pools lists every pool, "default" first (nil: Pool only).
+	Pools   func() []NamedPool
 	Limiter *limiter.Limiter // nil: limiting off
 	// Persist is set when a store is synced (PostgreSQL).
 	Persist bool
@@ -36,6 +39,12 @@ type Sources struct {
 	// Capacity and RefillPerSec are the default bucket, for the status page.
 	Capacity     int64
 	RefillPerSec float64
+}
+
+// NamedPool is a pool and its name in the configuration.
+type NamedPool struct {
+	Name string
+	Pool *pool.Pool
 }
 
 // Registry serves /metrics and the status page's data.
@@ -79,11 +88,14 @@ var (
 	requestsDesc = desc("equalizer_requests_total",
 		"Requests by how they ended: forwarded (a backend answered), or the proxy's own answer: limited 429, table_full 503, bad_request 400, request_timeout 408, body_too_large 413, header_too_large 431, bad_gateway 502, unavailable 503, gateway_timeout 504.",
 		"outcome")
-	openConnsDesc   = desc("equalizer_open_connections", "Client connections open on the proxy listener.")
-	rejectedDesc    = desc("equalizer_rejected_connections_total", "Client connections refused with a 503 because EQUALIZER_MAX_CLIENT_CONNS were open.")
-	openTunnelsDesc = desc("equalizer_open_tunnels", "Upgrade tunnels (WebSocket and others) open.")
-	tunnelsDesc     = desc("equalizer_tunnels_total", "Upgrade tunnels opened.")
-	healthyDesc     = desc("equalizer_healthy_backends", "Backends in rotation.")
+	openConnsDesc     = desc("equalizer_open_connections", "Client connections open on the proxy listener.")
+	rejectedDesc      = desc("equalizer_rejected_connections_total", "Client connections refused with a 503 because EQUALIZER_MAX_CLIENT_CONNS were open.")
+	openTunnelsDesc   = desc("equalizer_open_tunnels", "Upgrade tunnels (WebSocket and others) open.")
+	tunnelsDesc       = desc("equalizer_tunnels_total", "Upgrade tunnels opened.")
+	healthyDesc       = desc("equalizer_healthy_backends", "Backends in rotation.")
+	routeRequestsDesc = desc("equalizer_route_requests_total", "Requests each route took, by how they ended (the outcomes of equalizer_requests_total). Requests answered before routing (bad_request, request_timeout, header_too_large, no_route, denied) have no route.",
+		"route", "outcome")
+	backendPoolDesc = desc("equalizer_backend_pool", "1 for each pool a backend belongs to: join the backend_* series on backend to get their pool.", "backend", "pool")
 
 	backendRequestsDesc  = desc("equalizer_backend_requests_total", "Requests sent to a backend, retries included.", "backend")
 	backendResponsesDesc = desc("equalizer_backend_responses_total", "Response heads received from a backend, by status class.", "backend", "code")
@@ -132,25 +144,25 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(tunnelsDesc, st.Tunnels.Load())
 	gauge(healthyDesc, float64(len(c.src.Pool.Healthy())))
 
-	for _, b := range c.src.Pool.Backends() {
-		s := &b.Stats
-		counter(backendRequestsDesc, s.Requests(), b.URL)
-		for class := 1; class <= 5; class++ {
-			counter(backendResponsesDesc, s.Responses(class), b.URL, strconv.Itoa(class)+"xx")
+	seen := map[*pool.Backend]bool{}
+	for _, named := range c.pools() {
+		for _, b := range named.Pool.Backends() {
+			gauge(backendPoolDesc, 1, b.URL, named.Name)
+			if seen[b] {
+				continue
+			}
+			seen[b] = true
+			c.backend(ch, b, counter, gauge)
 		}
-		counter(backendResponsesDesc, s.Responses(0), b.URL, "other")
-		for r, name := range pool.ReasonNames {
-			counter(backendFailuresDesc, s.Failures(pool.Reason(r)), b.URL, name)
+	}
+	routeTotals := map[string]*route.Counts{}
+	c.src.Proxy.RouteCounts.Each(func(name string, n *route.Counts) { routeTotals[name] = n })
+	for name, n := range routeTotals {
+		for o := range proxy.NumOutcomes {
+			if v := n[o].Load(); v > 0 {
+				counter(routeRequestsDesc, v, name, proxy.OutcomeNames[o])
+			}
 		}
-		gauge(backendInFlightDesc, float64(b.InFlight()), b.URL)
-		up := 0.0
-		if b.Healthy() {
-			up = 1
-		}
-		gauge(backendUpDesc, up, b.URL)
-		ch <- constHistogram(backendLatencyDesc, s.Latency.Snapshot(), b.URL)
-		counter(backendDiscardedDesc, b.DiscardedConns(), b.URL)
-		counter(backendUnsolicitDesc, b.Unsolicited(), b.URL)
 	}
 
 	if l := c.src.Limiter; l != nil {
@@ -188,4 +200,34 @@ func constHistogram(d *prometheus.Desc, s histogram.Snapshot, labels ...string) 
 		buckets[le] = cum
 	}
 	return prometheus.MustNewConstHistogram(d, s.Count(), s.Sum.Seconds(), buckets, labels...)
+}
+
+// backend emits one backend's series.
+func (c *collector) backend(ch chan<- prometheus.Metric, b *pool.Backend, counter func(*prometheus.Desc, uint64, ...string), gauge func(*prometheus.Desc, float64, ...string)) {
+	s := &b.Stats
+	counter(backendRequestsDesc, s.Requests(), b.URL)
+	for class := 1; class <= 5; class++ {
+		counter(backendResponsesDesc, s.Responses(class), b.URL, strconv.Itoa(class)+"xx")
+	}
+	counter(backendResponsesDesc, s.Responses(0), b.URL, "other")
+	for r, name := range pool.ReasonNames {
+		counter(backendFailuresDesc, s.Failures(pool.Reason(r)), b.URL, name)
+	}
+	gauge(backendInFlightDesc, float64(b.InFlight()), b.URL)
+	up := 0.0
+	if b.Healthy() {
+		up = 1
+	}
+	gauge(backendUpDesc, up, b.URL)
+	ch <- constHistogram(backendLatencyDesc, s.Latency.Snapshot(), b.URL)
+	counter(backendDiscardedDesc, b.DiscardedConns(), b.URL)
+	counter(backendUnsolicitDesc, b.Unsolicited(), b.URL)
+}
+
+// pools are the named pools, "default" first.
+func (c *collector) pools() []NamedPool {
+	if c.src.Pools != nil {
+		return c.src.Pools()
+	}
+	return []NamedPool{{Name: "default", Pool: c.src.Pool}}
 }

@@ -82,6 +82,9 @@ func (a *accessLogger) write(ctx *fasthttp.RequestCtx, x *exchange, sent int64) 
 		Float64("upstream_duration", x.upstream.Seconds()).
 		Str("outcome", OutcomeNames[x.outcome]).
 		Bool("limited", x.outcome == Limited)
+	if x.route != nil {
+		ev = ev.Str("route", x.route.Name)
+	}
 	if x.backend != nil {
 		ev = ev.Str("backend", x.backend.URL)
 	}

@@ -106,15 +106,31 @@ func (k *ClientKey) appendKey(dst []byte, f *fields, peer netip.Addr, trusted bo
 		}
 		return append(dst, f.key...), nil
 	}
-	addr := peer
-	if trusted {
-		addr = k.rightmostUntrusted(peer, f.xff)
-	}
+	addr := k.clientAddr(f, peer, trusted)
 	if addr.Is6() && k.ipv6Prefix < 128 {
 		p, _ := addr.Prefix(k.ipv6Prefix)
 		return p.AppendTo(dst), nil
 	}
 	return addr.AppendTo(dst), nil
+}
+
+// clientAddr is the client's address: the peer, or behind a trusted proxy
+// the rightmost untrusted X-Forwarded-For hop.
+func (k *ClientKey) clientAddr(f *fields, peer netip.Addr, trusted bool) netip.Addr {
+	if trusted {
+		return k.rightmostUntrusted(peer, f.xff)
+	}
+	return peer
+}
+
+// denied reports whether addr is in one of cidrs.
+func denied(cidrs []netip.Prefix, addr netip.Addr) bool {
+	for _, c := range cidrs {
+		if c.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // peerAddr is the socket peer as a netip.Addr, IPv4 unmapped, zone dropped.

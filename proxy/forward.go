@@ -44,19 +44,19 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, x *exchange, b *pool.Backend) 
 		upstream += took
 		if err == nil {
 			b.Stats.Answered(ctx.Response.StatusCode(), took)
-			p.pool.Connected(b)
+			x.route.Pool.Connected(b)
 			return b, upstream, nil
 		}
 		if !errors.Is(err, errBodyTooLarge) { // that one is the client's doing
 			b.Stats.Failed(err)
 		}
 		if connectFailed(err) {
-			p.connectFailed(b, err)
+			p.connectFailed(x.route.Pool, b, err)
 		}
 		if attempt == maxAttempts || !retryable(err, req, streamed) || time.Until(deadline) <= 0 {
 			return b, upstream, err
 		}
-		next := p.pool.NextExcept(b, x.keyHash)
+		next := x.route.Pool.NextExcept(b, x.keyHash)
 		if next == nil {
 			// The only backend: a connection that died after it was
 			// checked is worth one fresh try, a refused one is not.
@@ -141,4 +141,12 @@ func toOriginForm(req *fasthttp.Request) {
 		req.Header.SetHostBytes(authority)
 	}
 	req.SetRequestURIBytes(target)
+}
+
+// setPath sends path (normalised, decoded) upstream instead of the
+// request's path, keeping the query: a route that strips its prefix.
+func setPath(req *fasthttp.Request, path []byte) {
+	uri := req.URI()
+	uri.SetPathBytes(path)
+	req.Header.SetRequestURIBytes(uri.RequestURI())
 }

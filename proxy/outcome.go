@@ -7,6 +7,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"gopher-equalizer/pool"
+	"gopher-equalizer/route"
 )
 
 // Outcome is how the proxy ended a request: forwarded to a backend, or
@@ -24,6 +25,8 @@ const (
 	BadGateway                    // 502: the backend failed or answered garbage
 	Unavailable                   // 503: no healthy backend, or its connection limit
 	GatewayTimeout                // 504: no response head within EQUALIZER_BACKEND_TIMEOUT
+	NoRoute                       // 404: no route matches
+	Denied                        // 403: the client address is in deny:
 	NumOutcomes
 )
 
@@ -31,6 +34,7 @@ const (
 var OutcomeNames = [NumOutcomes]string{
 	"forwarded", "limited", "table_full", "bad_request", "request_timeout",
 	"body_too_large", "header_too_large", "bad_gateway", "unavailable", "gateway_timeout",
+	"no_route", "denied",
 }
 
 // Stats counts requests by outcome. Plain atomics: /metrics reads them.
@@ -47,6 +51,7 @@ type Stats struct {
 // the access log. It lives on the handler's stack.
 type exchange struct {
 	outcome  Outcome
+	route    *route.Route  // nil before routing, or when none matched
 	backend  *pool.Backend // nil when no backend was tried
 	upstream time.Duration // waiting for backends' response heads
 	keyLen   int           // the client key is keyBuf[:keyLen]

@@ -10,7 +10,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -19,6 +21,7 @@ import (
 	"gopher-equalizer/limiter"
 	"gopher-equalizer/logthrottle"
 	"gopher-equalizer/pool"
+	"gopher-equalizer/route"
 )
 
 // Config is the proxy's part of the configuration.
@@ -47,10 +50,13 @@ type Config struct {
 // Proxy is the fasthttp handler. It is safe for concurrent use.
 type Proxy struct {
 	cfg     Config
-	pool    *pool.Pool
+	routes  atomic.Pointer[route.Table]
+	deny    atomic.Pointer[[]netip.Prefix]
 	limiter *limiter.Limiter // nil: no rate limiting
 	key     ClientKey
 	Stats   Stats
+	// RouteCounts are the requests of each route by outcome.
+	RouteCounts route.Counters
 
 	ids     *requestIDs         // nil: request IDs off
 	access  *accessLogger       // nil: no access log
@@ -58,12 +64,34 @@ type Proxy struct {
 	tunnels tunnels
 }
 
-// New returns a proxy over p. lim may be nil to forward without limiting.
+// New returns a proxy that sends every request to p until SetRoutes gives
+// it a table. lim may be nil to forward without limiting.
 func New(cfg Config, p *pool.Pool, lim *limiter.Limiter, key ClientKey, log zerolog.Logger) *Proxy {
-	return &Proxy{cfg: cfg, pool: p, limiter: lim, key: key, ids: newRequestIDs(cfg.RequestIDHeader),
+	px := &Proxy{cfg: cfg, limiter: lim, key: key, ids: newRequestIDs(cfg.RequestIDHeader),
 		access: newAccessLogger(cfg.AccessLog),
 		errLog: logthrottle.New(log, 10*time.Second)}
+	px.SetRoutes(route.CatchAll(p))
+	px.SetDeny(nil)
+	return px
 }
+
+// SetRoutes publishes a new route table; requests already routed finish
+// on their pool.
+func (p *Proxy) SetRoutes(t *route.Table) {
+	for i := range t.Routes() {
+		r := &t.Routes()[i]
+		if r.Counts == nil {
+			r.Counts = p.RouteCounts.For(r.Name)
+		}
+	}
+	p.routes.Store(t)
+}
+
+// Routes is the table in use.
+func (p *Proxy) Routes() *route.Table { return p.routes.Load() }
+
+// SetDeny replaces the addresses answered 403 before anything else.
+func (p *Proxy) SetDeny(cidrs []netip.Prefix) { p.deny.Store(&cidrs) }
 
 // ServeHTTP handles one request.
 func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
@@ -73,6 +101,9 @@ func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
 		p.ids.reply(ctx, &x)
 	}
 	p.Stats.count(x.outcome)
+	if x.route != nil {
+		x.route.Counts[x.outcome].Add(1)
+	}
 	if p.access != nil {
 		p.logAccess(ctx, &x)
 	}
@@ -95,9 +126,20 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 	}
 	peer := peerAddr(ctx)
 	trusted := p.key.isTrusted(peer)
+	if deny := *p.deny.Load(); len(deny) > 0 && denied(deny, p.key.clientAddr(&f, peer, trusted)) {
+		x.answer(ctx, Denied, "forbidden\n", fasthttp.StatusForbidden)
+		return
+	}
+	rt := p.routes.Load().Match(req)
+	if rt == nil {
+		x.answer(ctx, NoRoute, "no route\n", fasthttp.StatusNotFound)
+		return
+	}
+	x.route = rt
+	backends := rt.Pool
 
 	var d limiter.Decision
-	keyedPick := p.pool.NeedsKey()
+	keyedPick := backends.NeedsKey()
 	if p.limiter != nil || keyedPick {
 		key, err := p.key.appendKey(x.keyBuf[:0], &f, peer, trusted)
 		if err != nil {
@@ -118,7 +160,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 	if keyedPick {
 		x.keyHash = pool.KeyHash(x.key())
 	}
-	b := p.pool.Next(x.keyHash)
+	b := backends.Next(x.keyHash)
 	if b == nil {
 		x.answer(ctx, Unavailable, "no healthy backend\n", fasthttp.StatusServiceUnavailable)
 		return
@@ -131,6 +173,9 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 	var upgradeBuf [64]byte
 	upgrade := append(upgradeBuf[:0], upgradeAsked(&f)...)
 	toOriginForm(req)
+	if path := rt.UpstreamPath(req.URI().Path()); path != nil {
+		setPath(req, path)
+	}
 	stripRequest(&req.Header)
 	if len(upgrade) > 0 {
 		req.Header.Set(fasthttp.HeaderConnection, "Upgrade")
@@ -226,8 +271,8 @@ func connectFailed(err error) bool {
 }
 
 // connectFailed feeds passive health and logs when it takes b out.
-func (p *Proxy) connectFailed(b *pool.Backend, err error) {
-	if p.pool.ConnectFailed(b) {
+func (p *Proxy) connectFailed(backends *pool.Pool, b *pool.Backend, err error) {
+	if backends.ConnectFailed(b) {
 		p.errLog.Log.Warn().Err(err).Str("backend", b.URL).Msg("backend taken out of rotation after connection failures; the health checker brings it back")
 	}
 }

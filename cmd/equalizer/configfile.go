@@ -42,6 +42,9 @@ func readConfigFile(path string) (map[string]string, error) {
 	}
 	out := map[string]string{}
 	for key, v := range raw {
+		if sectionKeys[key] {
+			continue // pools:, routes:, deny: (sections.go)
+		}
 		name := fileVar(key)
 		if !knownVars[name] || name == "EQUALIZER_CONFIG_FILE" {
 			return nil, fmt.Errorf("%s: unknown setting %q (settings are the EQUALIZER_ variables in lower case without the prefix, e.g. health_interval)", path, key)

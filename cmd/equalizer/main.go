@@ -71,8 +71,16 @@ func run(args []string, env map[string]string) int {
 		fmt.Fprintln(os.Stderr, "equalizer:", err)
 		return 2
 	}
+	sec, err := readSections(env)
+	if err == nil {
+		err = checkSections(sec)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "equalizer:", err)
+		return 2
+	}
 	log := newLogger(cfg)
-	if err := serve(cfg, env, *demo, log); err != nil {
+	if err := serve(cfg, sec, env, *demo, log); err != nil {
 		log.Error().Err(err).Msg("equalizer stopped with an error")
 		return 1
 	}
@@ -95,7 +103,7 @@ func newLogger(cfg Config) zerolog.Logger {
 // serve runs the proxy until SIGINT or SIGTERM, then stops in order: stop
 // accepting and drain the proxy, stop health checks, flush buckets to the
 // store, close the admin listener, close the store.
-func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) error {
+func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerolog.Logger) error {
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(signals)
@@ -141,6 +149,19 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 	strategy, _ := pool.NewStrategy(cfg.Strategy)
 	backendPool := pool.New(backends, strategy)
 	backendPool.PassiveFails = int32(cfg.PassiveFails)
+
+	// Health checkers (one per pool) run until the drain is over.
+	healthCtx, stopHealth := context.WithCancel(context.Background())
+	defer stopHealth()
+	var background sync.WaitGroup
+	pools := &poolSet{def: backendPool, newBackend: newBackend, log: log, ctx: healthCtx, wg: &background}
+	if _, err := pools.apply(sec.pools); err != nil {
+		return err
+	}
+	routes, err := routeTable(sec, pools.byName(), log)
+	if err != nil {
+		return err
+	}
 
 	store, closeStore, err := openStore(cfg, log)
 	if err != nil {
@@ -217,6 +238,8 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 		RequestIDHeader:  cfg.RequestID,
 		AccessLog:        accessWriter,
 	}, backendPool, charged, key, log)
+	px.SetRoutes(routes)
+	px.SetDeny(sec.deny)
 	proxyServer := &fasthttp.Server{
 		Handler:                       px.ServeHTTP,
 		Name:                          "",
@@ -240,7 +263,7 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 	}
 	api := admin.New(admin.Config{Token: cfg.AdminToken, DefaultLimit: cfg.APIDefaultLimit, RatePerSec: cfg.RatePerSec(),
 		Hosts: cfg.AdminHosts, Pprof: cfg.Pprof, NewBackend: newBackend, SaveBackend: saveBackend},
-		lim, backendPool, metrics.New(metrics.Sources{Proxy: px, Pool: backendPool, Limiter: lim, Persist: cfg.DatabaseURL != "", AccessLogDropped: access.DroppedFunc(),
+		lim, backendPool, metrics.New(metrics.Sources{Proxy: px, Pool: backendPool, Pools: pools.list, Limiter: lim, Persist: cfg.DatabaseURL != "", AccessLogDropped: access.DroppedFunc(),
 			RejectedConns: func() uint64 { return uint64(proxyServer.GetRejectedConnectionsCount()) },
 			Capacity:      cfg.BucketCapacity, RefillPerSec: cfg.RatePerSec()}), log)
 	adminServer := &fasthttp.Server{
@@ -276,9 +299,7 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 		return fmt.Errorf("EQUALIZER_ADMIN_LISTEN: %w", err)
 	}
 
-	healthCtx, stopHealth := context.WithCancel(context.Background())
 	persistCtx, stopPersist := context.WithCancel(context.Background())
-	var background sync.WaitGroup
 	healthStatus, _ := pool.ParseStatusSet(cfg.HealthStatus)
 	checker := pool.NewChecker(backendPool, pool.HealthConfig{
 		Interval: cfg.HealthInterval, Timeout: cfg.HealthTimeout, Path: cfg.HealthPath, Status: healthStatus,
@@ -314,7 +335,7 @@ func serve(cfg Config, env map[string]string, demo bool, log zerolog.Logger) err
 	}
 
 	pgStore, _ := store.(*pgstore.Store)
-	reload := &reloader{cfg: cfg, environ: env, pool: backendPool, checker: checker, lim: lim, pg: pgStore,
+	reload := &reloader{cfg: cfg, environ: env, pool: backendPool, checker: checker, pools: pools, proxy: px, lim: lim, pg: pgStore,
 		access: access, certs: certs, newBackend: newBackend, applyStored: applyStored, log: log}
 	defer onSignal(syscall.SIGHUP, func() { reload.reload() })()
 

@@ -12,6 +12,7 @@ import (
 	"gopher-equalizer/limiter"
 	"gopher-equalizer/pgstore"
 	"gopher-equalizer/pool"
+	"gopher-equalizer/proxy"
 )
 
 // reloader applies a new configuration on SIGHUP, as nginx and HAProxy do:
@@ -22,8 +23,10 @@ import (
 type reloader struct {
 	cfg        Config
 	environ    map[string]string // the process environment at start
-	pool       *pool.Pool
+	pool       *pool.Pool // "default"
 	checker    *pool.Checker
+	pools      *poolSet // the named ones
+	proxy      *proxy.Proxy
 	lim        *limiter.Limiter
 	pg         *pgstore.Store // nil without a database
 	access     *accesslog.Log // nil when the access log is off
@@ -58,6 +61,13 @@ func (r *reloader) reload() bool {
 	if err == nil && (r.certs == nil) != (next.TLSCert == "") {
 		err = errors.New("turning TLS on or off (EQUALIZER_TLS_CERT) needs a restart")
 	}
+	var sec sections
+	if err == nil {
+		sec, err = readSections(r.environ)
+	}
+	if err == nil {
+		err = checkSections(sec)
+	}
 	if err != nil {
 		r.log.Error().Err(err).Msg("configuration reload rejected; the running configuration stays")
 		return false
@@ -81,6 +91,7 @@ func (r *reloader) reload() bool {
 		r.log.Warn().Strs("settings", ignored).Msg("configuration reload: these need a restart and were left as they are")
 	}
 	r.apply(next)
+	r.applyRouting(sec)
 	// The ignored settings keep their running values.
 	applied := r.cfg
 	for i := range t.NumField() {
@@ -151,36 +162,62 @@ func (r *reloader) apply(next Config) {
 	}
 }
 
-// applyBackends adds new backends, changes weights, brings back listed ones
-// that were drained, and drains then removes the ones no longer listed.
+// applyRouting swaps in the new pools, routes and deny list: new pools
+// first, then the table, and only then are removed pools drained, so no
+// request is routed to a pool that is going away.
+func (r *reloader) applyRouting(sec sections) {
+	removed, err := r.pools.apply(sec.pools)
+	if err != nil {
+		r.log.Error().Err(err).Msg("configuration reload: pools not applied")
+		return
+	}
+	table, err := routeTable(sec, r.pools.byName(), r.log)
+	if err != nil { // checked before; a pool that failed to build
+		r.log.Error().Err(err).Msg("configuration reload: routes not applied")
+		return
+	}
+	r.proxy.SetRoutes(table)
+	r.proxy.SetDeny(sec.deny)
+	for _, np := range removed {
+		r.pools.drain(np)
+	}
+}
+
+// applyBackends makes the pool "default" match the file's backends.
 func (r *reloader) applyBackends(specs []string) {
+	reconcileBackends(r.pool, specs, r.newBackend, r.log)
+}
+
+// reconcileBackends adds new backends to p, changes weights, brings back
+// listed ones that were drained, and drains then removes the ones no
+// longer listed.
+func reconcileBackends(p *pool.Pool, specs []string, newBackend func(string) (*pool.Backend, error), log zerolog.Logger) {
 	listed := map[*pool.Backend]bool{}
 	for _, spec := range specs {
-		nb, err := r.newBackend(spec)
+		nb, err := newBackend(spec)
 		if err != nil {
 			continue // checked by LoadConfig
 		}
-		if b := r.pool.Lookup(nb.URL); b != nil {
+		if b := p.Lookup(nb.URL); b != nil {
 			listed[b] = true
 			if b.Weight() != nb.Weight() {
-				r.pool.SetWeight(b, nb.Weight())
+				p.SetWeight(b, nb.Weight())
 			}
 			if b.State() != pool.Active {
-				r.pool.Activate(b)
+				p.Activate(b)
 			}
 			continue
 		}
-		if err := r.pool.Add(nb); err != nil {
-			r.log.Error().Err(err).Str("backend", nb.URL).Msg("configuration reload: backend not added")
+		if err := p.Add(nb); err != nil {
+			log.Error().Err(err).Str("backend", nb.URL).Msg("configuration reload: backend not added")
 			continue
 		}
 		listed[nb] = true
-		r.log.Info().Str("backend", nb.URL).Int("weight", nb.Weight()).Msg("backend added by reload")
+		log.Info().Str("backend", nb.URL).Int("weight", nb.Weight()).Msg("backend added by reload")
 	}
-	for _, b := range r.pool.Backends() {
+	for _, b := range p.Backends() {
 		if !listed[b] && b.State() == pool.Active {
-			log := r.log
-			r.pool.Drain(b, true, func() { log.Info().Str("backend", b.URL).Msg("backend drained and removed by reload") })
+			p.Drain(b, true, func() { log.Info().Str("backend", b.URL).Msg("backend drained and removed by reload") })
 		}
 	}
 }

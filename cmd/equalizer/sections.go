@@ -1,0 +1,298 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/goccy/go-yaml"
+
+	"gopher-equalizer/route"
+)
+
+// The configuration file's routing sections: pools:, routes: and deny:.
+// They are read from the YAML tree by hand rather than decoded into
+// structs, so that every mistake is one line naming its exact place
+// (routes[2].match.pathprefix: unknown key). Without them the top-level
+// settings are one pool "default" and one route that matches everything.
+
+// sectionKeys are the file's keys that are not variables.
+var sectionKeys = map[string]bool{"pools": true, "routes": true, "deny": true}
+
+// poolSpec is a named pool: its settings are the top-level pool settings,
+// each defaulting as the variable does.
+type poolSpec struct {
+	name string
+	cfg  Config // only the pool fields are meaningful
+}
+
+// sections is what the routing sections say.
+type sections struct {
+	pools  []poolSpec // named pools besides "default", in name order
+	routes []route.Spec
+	deny   []netip.Prefix
+	// routed: the file has a routes: section (else one catch-all route).
+	routed bool
+}
+
+// poolKeys are the settings a pool takes, as at top level.
+var poolKeys = []string{"backends", "strategy", "health_interval", "health_timeout", "health_path",
+	"health_status", "health_fall", "health_rise", "passive_fails"}
+
+// readSections reads the routing sections of EQUALIZER_CONFIG_FILE (none
+// without a file).
+func readSections(environ map[string]string) (sections, error) {
+	var s sections
+	path := strings.TrimSpace(environ["EQUALIZER_CONFIG_FILE"])
+	if path == "" {
+		return s, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return s, fmt.Errorf("EQUALIZER_CONFIG_FILE: %w", err)
+	}
+	var raw map[string]any
+	if err := yaml.Unmarshal(data, &raw); err != nil {
+		return s, fmt.Errorf("%s: not valid YAML: %v", path, oneLine(err))
+	}
+	if err := s.parse(raw); err != nil {
+		return s, fmt.Errorf("%s: %v", path, err)
+	}
+	return s, nil
+}
+
+func (s *sections) parse(raw map[string]any) error {
+	if v, ok := raw["pools"]; ok {
+		pools, ok := v.(map[string]any)
+		if !ok && v != nil {
+			return fmt.Errorf("pools: want a mapping of pool names to settings")
+		}
+		names := make([]string, 0, len(pools))
+		for name := range pools {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		for _, name := range names {
+			p, err := parsePool(name, pools[name])
+			if err != nil {
+				return err
+			}
+			s.pools = append(s.pools, p)
+		}
+	}
+	if v, ok := raw["routes"]; ok {
+		list, ok := v.([]any)
+		if !ok && v != nil {
+			return fmt.Errorf("routes: want a list of routes")
+		}
+		s.routed = true
+		for i, item := range list {
+			r, err := parseRoute(fmt.Sprintf("routes[%d]", i), item)
+			if err != nil {
+				return err
+			}
+			s.routes = append(s.routes, r)
+		}
+	}
+	if v, ok := raw["deny"]; ok {
+		deny, err := parseCIDRs("deny", v)
+		if err != nil {
+			return err
+		}
+		s.deny = deny
+	}
+	return nil
+}
+
+func parsePool(name string, v any) (poolSpec, error) {
+	at := "pools." + name
+	if err := route.CheckName(name); err != nil {
+		return poolSpec{}, fmt.Errorf("%s: %v", at, err)
+	}
+	if name == route.DefaultPool {
+		return poolSpec{}, fmt.Errorf("%s: the pool default is the top-level backends, strategy and health_* settings", at)
+	}
+	settings, ok := v.(map[string]any)
+	if !ok {
+		return poolSpec{}, fmt.Errorf("%s: want a mapping of settings (backends, strategy, health_*)", at)
+	}
+	if _, ok := settings["backends"]; !ok {
+		return poolSpec{}, fmt.Errorf("%s.backends: missing: a pool needs at least one backend", at)
+	}
+	vars := map[string]string{}
+	for key, value := range settings {
+		if !slices.Contains(poolKeys, key) {
+			return poolSpec{}, fmt.Errorf("%s.%s: unknown key (a pool takes %s)", at, key, strings.Join(poolKeys, ", "))
+		}
+		s, err := scalar(value)
+		if err != nil {
+			return poolSpec{}, fmt.Errorf("%s.%s: %v", at, key, err)
+		}
+		vars[fileVar(key)] = s
+	}
+	cfg, err := LoadConfig(vars)
+	if err != nil {
+		// Name the place in the file, not the variable.
+		msg := err.Error()
+		for _, key := range poolKeys {
+			msg = strings.ReplaceAll(msg, fileVar(key), at+"."+key)
+		}
+		return poolSpec{}, fmt.Errorf("%s", msg)
+	}
+	return poolSpec{name: name, cfg: cfg}, nil
+}
+
+var (
+	routeKeys = []string{"name", "match", "pool", "strip_prefix"}
+	matchKeys = []string{"host", "path", "path_prefix", "methods", "headers"}
+)
+
+func parseRoute(at string, v any) (route.Spec, error) {
+	var r route.Spec
+	m, ok := v.(map[string]any)
+	if !ok {
+		return r, fmt.Errorf("%s: want a mapping with %s", at, strings.Join(routeKeys, ", "))
+	}
+	for key, value := range m {
+		var err error
+		switch key {
+		case "name":
+			r.Name, err = str(value)
+		case "pool":
+			r.Pool, err = str(value)
+		case "strip_prefix":
+			b, isBool := value.(bool)
+			if !isBool {
+				err = fmt.Errorf("want true or false")
+			}
+			r.StripPrefix = b
+		case "match":
+			r.Match, err = parseMatch(at+".match", value)
+			if err != nil {
+				return r, err
+			}
+		default:
+			return r, fmt.Errorf("%s.%s: unknown key (a route takes %s)", at, key, strings.Join(routeKeys, ", "))
+		}
+		if err != nil {
+			return r, fmt.Errorf("%s.%s: %v", at, key, err)
+		}
+	}
+	if _, ok := m["match"]; !ok {
+		return r, fmt.Errorf("%s.match: missing (write match: {} for a route that matches everything)", at)
+	}
+	return r, nil
+}
+
+func parseMatch(at string, v any) (route.MatchSpec, error) {
+	var ms route.MatchSpec
+	if v == nil {
+		return ms, nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return ms, fmt.Errorf("%s: want a mapping with %s", at, strings.Join(matchKeys, ", "))
+	}
+	for key, value := range m {
+		var err error
+		switch key {
+		case "host":
+			ms.Host, err = str(value)
+		case "path":
+			ms.Path, err = str(value)
+		case "path_prefix":
+			ms.PathPrefix, err = str(value)
+		case "methods":
+			list, isList := value.([]any)
+			if !isList {
+				err = fmt.Errorf("want a list such as [GET, POST]")
+			}
+			for i, item := range list {
+				s, serr := str(item)
+				if serr != nil {
+					return ms, fmt.Errorf("%s.methods[%d]: %v", at, i, serr)
+				}
+				ms.Methods = append(ms.Methods, s)
+			}
+		case "headers":
+			hm, isMap := value.(map[string]any)
+			if !isMap {
+				err = fmt.Errorf("want a mapping of header names to values")
+			}
+			ms.Headers = map[string]string{}
+			for name, hv := range hm {
+				s, serr := str(hv)
+				if serr != nil {
+					return ms, fmt.Errorf("%s.headers.%s: %v", at, name, serr)
+				}
+				ms.Headers[name] = s
+			}
+		default:
+			return ms, fmt.Errorf("%s.%s: unknown key (a match takes %s)", at, key, strings.Join(matchKeys, ", "))
+		}
+		if err != nil {
+			return ms, fmt.Errorf("%s.%s: %v", at, key, err)
+		}
+	}
+	return ms, nil
+}
+
+// str takes a YAML scalar as a string (numbers too: a header value of 1).
+func str(v any) (string, error) {
+	switch x := v.(type) {
+	case string:
+		return x, nil
+	case bool, int, int64, uint64, float64:
+		return fmt.Sprint(x), nil
+	}
+	return "", fmt.Errorf("want a single value, not %T", v)
+}
+
+// parseCIDRs reads a list of CIDRs or addresses; IPv4-mapped IPv6 ones are
+// unmapped, as client addresses are.
+func parseCIDRs(at string, v any) ([]netip.Prefix, error) {
+	list, ok := v.([]any)
+	if !ok && v != nil {
+		return nil, fmt.Errorf("%s: want a list of CIDRs such as [203.0.113.0/24, 2001:db8::/32]", at)
+	}
+	out := make([]netip.Prefix, 0, len(list))
+	for i, item := range list {
+		s, err := str(item)
+		if err == nil {
+			var p netip.Prefix
+			if p, err = parsePrefix(s); err == nil {
+				out = append(out, p)
+				continue
+			}
+		}
+		return nil, fmt.Errorf("%s[%d]: %q: want a CIDR such as 203.0.113.0/24 or an address", at, i, fmt.Sprint(item))
+	}
+	return out, nil
+}
+
+// parsePrefix reads a CIDR or a single address, IPv4-mapped IPv6 unmapped
+// (::ffff:10.0.0.0/104 is 10.0.0.0/8).
+func parsePrefix(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return p, err
+	}
+	if a := p.Addr(); a.Is4In6() {
+		if p.Bits() < 96 {
+			return p, fmt.Errorf("a mapped prefix shorter than /96")
+		}
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	return p.Masked(), nil
+}
