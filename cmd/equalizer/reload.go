@@ -23,7 +23,7 @@ import (
 type reloader struct {
 	cfg        Config
 	environ    map[string]string // the process environment at start
-	pool       *pool.Pool // "default"
+	pool       *pool.Pool        // "default"
 	checker    *pool.Checker
 	pools      *poolSet // the named ones
 	proxy      *proxy.Proxy
