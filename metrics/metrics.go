@@ -144,14 +144,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(tunnelsDesc, st.Tunnels.Load())
 	gauge(healthyDesc, float64(len(c.src.Pool.Healthy())))
 
-	seen := map[*pool.Backend]bool{}
+	// A backend listed in two pools is two Backends with one URL: its
+	// series are the first pool's (the label set must be unique).
+	seen := map[string]bool{}
 	for _, named := range c.pools() {
 		for _, b := range named.Pool.Backends() {
 			gauge(backendPoolDesc, 1, b.URL, named.Name)
-			if seen[b] {
+			if seen[b.URL] {
 				continue
 			}
-			seen[b] = true
+			seen[b.URL] = true
 			c.backend(ch, b, counter, gauge)
 		}
 	}

@@ -219,6 +219,9 @@ func TestSIGHUPChangesRoutesUnderLoad(t *testing.T) {
 `, `  - name: docs
     match: {path_prefix: /docs/}
 `, 1)
+	// The api pool also takes the default pool's backend: one URL in two
+	// pools (its series must still be unique on /metrics).
+	next = strings.Replace(next, "    backends: [http://"+hp(api)+"]", "    backends: [http://"+hp(api)+", http://"+hp(def)+"]", 1)
 	writeFile(t, file, next)
 	in.cmd.Process.Signal(syscall.SIGHUP) //nolint:errcheck
 	waitFor(t, "the new route", func() bool { s, _ := rawGet(t, in.proxy, "GET", "/docs/a", "shop.test"); return s == 200 })
@@ -230,6 +233,9 @@ func TestSIGHUPChangesRoutesUnderLoad(t *testing.T) {
 	}
 	if s, _ := rawGet(t, in.proxy, "GET", "/static/a", "shop.test"); s != 404 {
 		t.Fatalf("the removed pool's route: %d, want 404", s)
+	}
+	if m, _ := in.scrape(t); m[`equalizer_backend_pool{backend="`+def+`",pool="api"}`] != 1 {
+		t.Fatal("the default pool's backend is not listed in the api pool after the reload")
 	}
 	t.Logf("%d requests across the reload, none failed", sent.Load())
 	in.stop(t, syscall.SIGTERM)
