@@ -144,9 +144,18 @@ func toOriginForm(req *fasthttp.Request) {
 }
 
 // setPath sends path (normalised, decoded) upstream instead of the
-// request's path, keeping the query: a route that strips its prefix.
+// request's path, keeping the query: a route that strips its prefix. The
+// backends' HostClients send the URI's original path as it is
+// (DisablePathNormalizing), so that becomes the encoded form: /a b goes
+// as /a%20b.
 func setPath(req *fasthttp.Request, path []byte) {
 	uri := req.URI()
 	uri.SetPathBytes(path)
-	req.Header.SetRequestURIBytes(uri.RequestURI())
+	target := uri.RequestURI() // encoded path and query
+	encoded := target
+	if i := bytes.IndexByte(target, '?'); i >= 0 {
+		encoded = target[:i]
+	}
+	uri.SetPathBytes(encoded)
+	req.Header.SetRequestURIBytes(target)
 }
