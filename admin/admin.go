@@ -38,9 +38,12 @@ type Config struct {
 	// NewBackend builds a backend from "URL weight=N" with the proxy's
 	// client settings, for POST /backends.
 	NewBackend func(spec string) (*pool.Backend, error)
-	// SaveBackend stores a backend change for every instance (PostgreSQL);
-	// nil keeps changes in this process.
-	SaveBackend func(ctx context.Context, c pool.Change) error
+	// SaveBackend stores a backend change of the named pool for every
+	// instance (PostgreSQL); nil keeps changes in this process.
+	SaveBackend func(ctx context.Context, poolName string, c pool.Change) error
+	// Pools lists every pool by name, "default" included (nil: the pool
+	// given to New is the only one, "default").
+	Pools func() []metrics.NamedPool
 }
 
 // API is the admin handler.
@@ -84,11 +87,15 @@ func (a *API) Handler() fasthttp.RequestHandler {
 		// Profiles for operators chasing CPU or memory (EQUALIZER_PPROF).
 		r.GET("/debug/pprof/{profile:*}", read(pprofhandler.PprofHandler))
 	}
-	r.GET("/backends", read(a.listBackends))
-	r.POST("/backends", write(a.addBackend))
-	r.GET("/backends/{id}", read(a.getBackend))
-	r.PATCH("/backends/{id}", write(a.patchBackend))
-	r.DELETE("/backends/{id}", read(a.deleteBackend))
+	// /backends is the pool "default"; /pools/{pool}/backends any pool.
+	r.GET("/pools", read(a.listPools))
+	for _, prefix := range []string{"/backends", "/pools/{pool}/backends"} {
+		r.GET(prefix, read(a.listBackends))
+		r.POST(prefix, write(a.addBackend))
+		r.GET(prefix+"/{id}", read(a.getBackend))
+		r.PATCH(prefix+"/{id}", write(a.patchBackend))
+		r.DELETE(prefix+"/{id}", read(a.deleteBackend))
+	}
 	r.POST("/buckets", write(a.create))
 	r.GET("/buckets", read(a.list))
 	r.GET("/buckets/{id:*}", read(a.get))

@@ -9,6 +9,7 @@ import (
 	"github.com/goccy/go-json"
 	"github.com/valyala/fasthttp"
 
+	"gopher-equalizer/metrics"
 	"gopher-equalizer/pool"
 )
 
@@ -50,36 +51,92 @@ func parseWeight(raw json.RawMessage, def int64) (int64, error) {
 	return parseInt("weight", raw, 1, pool.MaxWeight)
 }
 
+// pools lists every pool, "default" first.
+func (a *API) pools() []metrics.NamedPool {
+	if a.cfg.Pools != nil {
+		return a.cfg.Pools()
+	}
+	return []metrics.NamedPool{{Name: "default", Pool: a.pool}}
+}
+
+// poolFor finds the pool named by the {pool} route parameter ("default"
+// for /backends), or answers 404.
+func (a *API) poolFor(ctx *fasthttp.RequestCtx) (string, *pool.Pool) {
+	name, ok := ctx.UserValue("pool").(string)
+	if !ok {
+		return "default", a.pool
+	}
+	for _, np := range a.pools() {
+		if np.Name == name {
+			return name, np.Pool
+		}
+	}
+	writeError(ctx, fasthttp.StatusNotFound, "pool not found (GET /pools lists them)")
+	return "", nil
+}
+
+// poolJSON is a pool as GET /pools shows it.
+type poolJSON struct {
+	Name     string        `json:"name"`
+	Strategy string        `json:"strategy"`
+	Healthy  int           `json:"healthy"`
+	Backends []backendJSON `json:"backends"`
+}
+
+func (a *API) listPools(ctx *fasthttp.RequestCtx) {
+	out := []poolJSON{}
+	for _, np := range a.pools() {
+		v := poolJSON{Name: np.Name, Strategy: np.Pool.StrategyName(), Healthy: len(np.Pool.Healthy()), Backends: []backendJSON{}}
+		for _, b := range np.Pool.Backends() {
+			v.Backends = append(v.Backends, backendView(b))
+		}
+		out = append(out, v)
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
+}
+
 func (a *API) listBackends(ctx *fasthttp.RequestCtx) {
+	_, p := a.poolFor(ctx)
+	if p == nil {
+		return
+	}
 	out := []backendJSON{}
-	for _, b := range a.pool.Backends() {
+	for _, b := range p.Backends() {
 		out = append(out, backendView(b))
 	}
 	writeJSON(ctx, fasthttp.StatusOK, out)
 }
 
-// backendFor finds the backend named by the {id} route parameter, or
+// backendFor finds the pool and the backend named by the route, or
 // answers 404.
-func (a *API) backendFor(ctx *fasthttp.RequestCtx) *pool.Backend {
+func (a *API) backendFor(ctx *fasthttp.RequestCtx) (string, *pool.Pool, *pool.Backend) {
+	name, p := a.poolFor(ctx)
+	if p == nil {
+		return "", nil, nil
+	}
 	id, _ := ctx.UserValue("id").(string)
 	if u, err := url.PathUnescape(id); err == nil {
 		id = u
 	}
-	b := a.pool.Lookup(id)
+	b := p.Lookup(id)
 	if b == nil {
 		writeError(ctx, fasthttp.StatusNotFound, "backend not found (the id is host:port, as GET /backends lists it)")
 	}
-	return b
+	return name, p, b
 }
 
 func (a *API) getBackend(ctx *fasthttp.RequestCtx) {
-	if b := a.backendFor(ctx); b != nil {
+	if _, _, b := a.backendFor(ctx); b != nil {
 		writeJSON(ctx, fasthttp.StatusOK, backendView(b))
 	}
 }
 
 // addBackend: {"url": "http://10.0.0.7:8080", "weight": 2}.
 func (a *API) addBackend(ctx *fasthttp.RequestCtx) {
+	poolName, p := a.poolFor(ctx)
+	if p == nil {
+		return
+	}
 	var rawURL, rawWeight json.RawMessage
 	if err := decodeObject(ctx.PostBody(), map[string]*json.RawMessage{"url": &rawURL, "weight": &rawWeight}, "url, weight"); err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
@@ -104,33 +161,37 @@ func (a *API) addBackend(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, "url: "+err.Error())
 		return
 	}
-	if a.pool.Lookup(b.Addr) != nil || a.pool.Lookup(b.URL) != nil {
+	if p.Lookup(b.Addr) != nil || p.Lookup(b.URL) != nil {
 		writeError(ctx, fasthttp.StatusConflict, pool.ErrExists.Error())
 		return
 	}
-	if !a.changeBackend(ctx, pool.Change{URL: b.URL, Weight: b.Weight(), State: "active"}) {
+	if !a.changeBackend(ctx, poolName, p, pool.Change{URL: b.URL, Weight: b.Weight(), State: "active"}) {
 		return
 	}
-	added := a.pool.Lookup(b.URL)
+	added := p.Lookup(b.URL)
 	if added == nil {
 		writeError(ctx, fasthttp.StatusInternalServerError, "the backend was stored but is not in the pool")
 		return
 	}
-	a.log.Info().Str("backend", added.URL).Int("weight", added.Weight()).Msg("backend added through the admin API")
-	ctx.Response.Header.Set(fasthttp.HeaderLocation, "/backends/"+added.Addr)
+	a.log.Info().Str("pool", poolName).Str("backend", added.URL).Int("weight", added.Weight()).Msg("backend added through the admin API")
+	location := "/backends/" + added.Addr
+	if _, named := ctx.UserValue("pool").(string); named {
+		location = "/pools/" + poolName + location
+	}
+	ctx.Response.Header.Set(fasthttp.HeaderLocation, location)
 	writeJSON(ctx, fasthttp.StatusCreated, backendView(added))
 }
 
 // changeBackend stores c for every instance (when a store is configured;
 // 503 if it is down, and nothing changes) and applies it here.
-func (a *API) changeBackend(ctx *fasthttp.RequestCtx, c pool.Change) bool {
+func (a *API) changeBackend(ctx *fasthttp.RequestCtx, poolName string, p *pool.Pool, c pool.Change) bool {
 	if a.cfg.SaveBackend != nil {
-		if err := a.storeCall(func(sc context.Context) error { return a.cfg.SaveBackend(sc, c) }); err != nil {
+		if err := a.storeCall(func(sc context.Context) error { return a.cfg.SaveBackend(sc, poolName, c) }); err != nil {
 			a.writeStoreError(ctx, err)
 			return false
 		}
 	}
-	if err := a.pool.Apply(c, a.cfg.NewBackend); err != nil && !errors.Is(err, pool.ErrExists) {
+	if err := p.Apply(c, a.cfg.NewBackend); err != nil && !errors.Is(err, pool.ErrExists) {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return false
 	}
@@ -141,7 +202,7 @@ func (a *API) changeBackend(ctx *fasthttp.RequestCtx, c pool.Change) bool {
 // "drained" stops new requests, lets the ones in flight finish and keeps
 // the backend; "active" puts it back.
 func (a *API) patchBackend(ctx *fasthttp.RequestCtx) {
-	b := a.backendFor(ctx)
+	poolName, p, b := a.backendFor(ctx)
 	if b == nil {
 		return
 	}
@@ -173,7 +234,7 @@ func (a *API) patchBackend(ctx *fasthttp.RequestCtx) {
 	if state != "" {
 		c.State = state
 	}
-	if !a.changeBackend(ctx, c) {
+	if !a.changeBackend(ctx, poolName, p, c) {
 		return
 	}
 	a.log.Info().Str("backend", b.URL).Int("weight", b.Weight()).Str("state", b.State().String()).Msg("backend changed through the admin API")
@@ -183,13 +244,13 @@ func (a *API) patchBackend(ctx *fasthttp.RequestCtx) {
 // deleteBackend drains the backend and removes it once its requests are
 // done: 202 with the backend, now draining.
 func (a *API) deleteBackend(ctx *fasthttp.RequestCtx) {
-	b := a.backendFor(ctx)
+	poolName, p, b := a.backendFor(ctx)
 	if b == nil {
 		return
 	}
 	c := pool.ChangeOf(b)
 	c.State = "removed"
-	if !a.changeBackend(ctx, c) {
+	if !a.changeBackend(ctx, poolName, p, c) {
 		return
 	}
 	a.log.Info().Str("backend", b.URL).Msg("backend draining, to be removed, through the admin API")

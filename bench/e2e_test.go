@@ -7,6 +7,7 @@
 package bench
 
 import (
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"gopher-equalizer/limiter"
 	"gopher-equalizer/pool"
 	"gopher-equalizer/proxy"
+	"gopher-equalizer/route"
 )
 
 // serve runs handler on a new in-memory listener until the benchmark ends.
@@ -33,6 +35,13 @@ func serve(b *testing.B, handler fasthttp.RequestHandler) *fasthttputil.Inmemory
 
 // setup returns a client for a proxy in front of one in-memory backend.
 func setup(b *testing.B, lim *limiter.Limiter) *fasthttp.HostClient {
+	return setupRoutes(b, lim, 0)
+}
+
+// setupRoutes is setup with a table of n routes (0: the catch-all of a
+// configuration without routes) whose last one, a host and a path prefix,
+// takes the benchmark's requests: the others are tried first.
+func setupRoutes(b *testing.B, lim *limiter.Limiter, n int) *fasthttp.HostClient {
 	body := []byte("hello from the backend\n")
 	backendLn := serve(b, func(ctx *fasthttp.RequestCtx) { ctx.SetBody(body) })
 	be, err := pool.NewBackend("http://backend.test:80", pool.ClientOptions{MaxConns: 1024})
@@ -43,6 +52,18 @@ func setup(b *testing.B, lim *limiter.Limiter) *fasthttp.HostClient {
 	p := pool.New([]*pool.Backend{be}, &pool.RoundRobin{})
 	key, _ := proxy.ParseClientKey("ip", nil, 128)
 	px := proxy.New(proxy.Config{BackendTimeout: 5 * time.Second}, p, lim, key, zerolog.Nop())
+	if n > 0 {
+		specs := make([]route.Spec, 0, n)
+		for i := range n - 1 {
+			specs = append(specs, route.Spec{Name: fmt.Sprint("r", i), Match: route.MatchSpec{Host: fmt.Sprintf("h%d.test", i), PathPrefix: fmt.Sprintf("/svc%d/", i)}})
+		}
+		specs = append(specs, route.Spec{Name: "bench", Match: route.MatchSpec{Host: "proxy.test", PathPrefix: "/"}})
+		table, _, err := route.Compile(specs, map[string]*pool.Pool{route.DefaultPool: p})
+		if err != nil {
+			b.Fatal(err)
+		}
+		px.SetRoutes(table)
+	}
 	proxyLn := serve(b, px.ServeHTTP)
 	return &fasthttp.HostClient{Addr: "proxy.test", Dial: func(string) (net.Conn, error) { return proxyLn.Dial() }, MaxConns: 1024}
 }
@@ -71,6 +92,10 @@ func BenchmarkProxyEndToEnd(b *testing.B) {
 	b.Run("Limiter", func(b *testing.B) {
 		lim := limiter.New(limiter.Config{Capacity: 1 << 40, RatePerSec: 1e9}, limiter.NewMemoryStore())
 		run(b, setup(b, lim), "/", 200)
+	})
+	b.Run("Routes10", func(b *testing.B) {
+		lim := limiter.New(limiter.Config{Capacity: 1 << 40, RatePerSec: 1e9}, limiter.NewMemoryStore())
+		run(b, setupRoutes(b, lim, 10), "/v1/users", 200)
 	})
 	b.Run("Limited429", func(b *testing.B) {
 		lim := limiter.New(limiter.Config{Capacity: 1, RatePerSec: 0.001}, limiter.NewMemoryStore())

@@ -155,6 +155,17 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -su
   -keyout "$WORK/tls.key" -out "$WORK/tls.pem" 2>/dev/null
 eq equalizer-tls 9210 EQUALIZER_TLS_CERT="$WORK/tls.pem" EQUALIZER_TLS_KEY="$WORK/tls.key"
 
+# A route table of 10 (hosts and path prefixes, as sites write them); wrk's
+# requests match only the last one, so every route is tried.
+{
+  echo "routes:"
+  for i in 0 1 2 3 4 5 6 7 8; do
+    echo "  - {name: r$i, match: {host: h$i.example.com, path_prefix: /svc$i/, methods: [GET, POST]}}"
+  done
+  echo "  - {name: rest, match: {path_prefix: /}}"
+} >"$WORK/routes10.yaml"
+eq equalizer-10-routes 9211 EQUALIZER_CONFIG_FILE="$WORK/routes10.yaml"
+
 for workers in 1 2; do
   tls_server=""
   [ "$workers" = 2 ] && tls_server="server {
@@ -245,6 +256,7 @@ LUA
 TARGETS=(
   "direct-backend $B1"
   "gopher-equalizer 127.0.0.1:9201"
+  "gopher-equalizer-10-routes 127.0.0.1:9211"
   "gopher-equalizer-limiter-off 127.0.0.1:9202"
   "gopher-equalizer-metrics-off 127.0.0.1:9208"
   "gopher-equalizer-access-log 127.0.0.1:9209"

@@ -9,6 +9,7 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -271,6 +272,19 @@ func NewStrategy(name string) (Strategy, error) {
 		return nil, fmt.Errorf("unknown strategy %q (want one of %s)", name, strings.Join(StrategyNames(), ", "))
 	}
 	return newStrategy(), nil
+}
+
+// StrategyName is the name of the pool's strategy, for the admin API.
+func (p *Pool) StrategyName() string {
+	p.mu.Lock()
+	current := reflect.TypeOf(p.strategy)
+	p.mu.Unlock()
+	for name, newStrategy := range strategies {
+		if reflect.TypeOf(newStrategy()) == current {
+			return name
+		}
+	}
+	return ""
 }
 
 // StrategyNames lists the registered strategies, sorted.

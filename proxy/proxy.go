@@ -173,8 +173,8 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 	var upgradeBuf [64]byte
 	upgrade := append(upgradeBuf[:0], upgradeAsked(&f)...)
 	toOriginForm(req)
-	if path := rt.UpstreamPath(req.URI().Path()); path != nil {
-		setPath(req, path)
+	if rt.StripPrefix { // parsing the URI costs; only these need it
+		setPath(req, rt.UpstreamPath(req.URI().Path()))
 	}
 	stripRequest(&req.Header)
 	if len(upgrade) > 0 {

@@ -65,7 +65,7 @@ func (t *Table) Routes() []Route { return t.routes }
 func (t *Table) Match(req *fasthttp.Request) *Route {
 	var path []byte
 	if t.path {
-		path = req.URI().Path()
+		path = normalisedPath(req)
 	}
 	// Host names are compared in lower case: lower it once, on the stack.
 	var buf [256]byte
@@ -82,6 +82,32 @@ func (t *Table) Match(req *fasthttp.Request) *Route {
 	}
 	return nil
 }
+
+// normalisedPath is the request's path as fasthttp's URI.Path normalises
+// it. A target that needs no normalisation (no %, no dot segment, no //,
+// no backslash: nearly every request) is used as it is, without parsing
+// the URI, which would also make fasthttp render the target again when
+// the request goes upstream.
+func normalisedPath(req *fasthttp.Request) []byte {
+	raw := req.Header.RequestURI()
+	if len(raw) == 0 || raw[0] != '/' {
+		return req.URI().Path() // absolute form, or *
+	}
+	end := len(raw)
+	if i := bytes.IndexAny(raw, "?#"); i >= 0 {
+		end = i
+	}
+	p := raw[:end]
+	if bytes.IndexByte(p, '%') >= 0 || bytes.IndexByte(p, '\\') >= 0 || bytes.Contains(p, dotSegment) || bytes.Contains(p, doubleSlash) {
+		return req.URI().Path()
+	}
+	return p
+}
+
+var (
+	dotSegment  = []byte("/.")
+	doubleSlash = []byte("//")
+)
 
 // UpstreamPath is the path the route sends upstream for the normalised
 // path p: p without the route's prefix when it strips it (at least "/"),

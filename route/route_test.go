@@ -141,3 +141,19 @@ func TestShadowedRoutesWarn(t *testing.T) {
 		t.Fatalf("warnings %q", warnings)
 	}
 }
+
+// TestNormalisedPathAgreesWithFasthttp: the path matched without parsing
+// the URI is the one fasthttp's normalisation gives, for every target.
+func TestNormalisedPathAgreesWithFasthttp(t *testing.T) {
+	for _, target := range []string{
+		"/", "/a/b", "/a/b/", "/a/b?x=/../y", "/a.b/c.d", "/a/b#frag", "/v1/users?q=%2f",
+		"/.well-known/x", "/a/./b", "/a/../b", "/a//b", "/a/%2e%2e/b", "/a%2fb", "/a\\b", "/a/..", "/a/.",
+		"http://h.test/a/../b?x", "/a+b", "/~user/", "/a;b/c",
+	} {
+		got := string(normalisedPath(request(t, "GET", target, "h.test")))
+		want := string(request(t, "GET", target, "h.test").URI().Path())
+		if got != want {
+			t.Errorf("%s: %q, fasthttp normalises it to %q", target, got, want)
+		}
+	}
+}

@@ -178,11 +178,16 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 		DeferRounds: max(int(cfg.PersistInterval/max(cfg.SyncInterval, 1))-1, 0),
 	}, store)
 	applyStored := func(r pgstore.BackendRow) {
-		if err := backendPool.Apply(pool.Change{URL: r.URL, Weight: r.Weight, State: r.State}, newBackend); err != nil && !errors.Is(err, pool.ErrExists) {
-			log.Error().Err(err).Str("backend", r.URL).Msg("stored backend change not applied")
+		p := pools.byName()[r.Pool]
+		if p == nil {
+			log.Debug().Str("pool", r.Pool).Str("backend", r.URL).Msg("stored backend change of a pool this configuration does not have")
+			return
+		}
+		if err := p.Apply(pool.Change{URL: r.URL, Weight: r.Weight, State: r.State}, newBackend); err != nil && !errors.Is(err, pool.ErrExists) {
+			log.Error().Err(err).Str("pool", r.Pool).Str("backend", r.URL).Msg("stored backend change not applied")
 		}
 	}
-	var saveBackend func(context.Context, pool.Change) error
+	var saveBackend func(context.Context, string, pool.Change) error
 	var listener *pgstore.Listener
 	if pg, ok := store.(*pgstore.Store); ok {
 		// Listening starts before anything is loaded, so that every admin
@@ -204,8 +209,8 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 		for _, r := range rows {
 			applyStored(r)
 		}
-		saveBackend = func(ctx context.Context, c pool.Change) error {
-			return pg.SaveBackend(ctx, pgstore.BackendRow{URL: c.URL, Weight: c.Weight, State: c.State})
+		saveBackend = func(ctx context.Context, poolName string, c pool.Change) error {
+			return pg.SaveBackend(ctx, pgstore.BackendRow{Pool: poolName, URL: c.URL, Weight: c.Weight, State: c.State})
 		}
 	}
 	if pg, ok := store.(*pgstore.Store); ok {
@@ -262,7 +267,7 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 		Logger:             fasthttpLogger{log},
 	}
 	api := admin.New(admin.Config{Token: cfg.AdminToken, DefaultLimit: cfg.APIDefaultLimit, RatePerSec: cfg.RatePerSec(),
-		Hosts: cfg.AdminHosts, Pprof: cfg.Pprof, NewBackend: newBackend, SaveBackend: saveBackend},
+		Hosts: cfg.AdminHosts, Pprof: cfg.Pprof, NewBackend: newBackend, SaveBackend: saveBackend, Pools: pools.list},
 		lim, backendPool, metrics.New(metrics.Sources{Proxy: px, Pool: backendPool, Pools: pools.list, Limiter: lim, Persist: cfg.DatabaseURL != "", AccessLogDropped: access.DroppedFunc(),
 			RejectedConns: func() uint64 { return uint64(proxyServer.GetRejectedConnectionsCount()) },
 			Capacity:      cfg.BucketCapacity, RefillPerSec: cfg.RatePerSec()}), log)

@@ -13,6 +13,7 @@ import (
 	"gopher-equalizer/pgstore"
 	"gopher-equalizer/pool"
 	"gopher-equalizer/proxy"
+	"gopher-equalizer/route"
 )
 
 // reloader applies a new configuration on SIGHUP, as nginx and HAProxy do:
@@ -180,6 +181,21 @@ func (r *reloader) applyRouting(sec sections) {
 	r.proxy.SetDeny(sec.deny)
 	for _, np := range removed {
 		r.pools.drain(np)
+	}
+	if r.pg != nil {
+		// Changes made through the API stay on top of the file, in every
+		// pool (the default pool's are re-applied with its backends).
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		rows, err := r.pg.Backends(ctx)
+		cancel()
+		if err != nil {
+			r.log.Error().Err(err).Msg("configuration reload: stored backend changes of the pools not re-applied")
+		}
+		for _, row := range rows {
+			if row.Pool != route.DefaultPool {
+				r.applyStored(row)
+			}
+		}
 	}
 }
 

@@ -368,3 +368,66 @@ routes:
 	}
 	in.stop(t, syscall.SIGTERM)
 }
+
+// TestPoolBackendChangesReachEveryInstance: /pools lists every pool; a
+// backend added to a named pool through /pools/{name}/backends on one
+// instance reaches that pool (and only it) on the other, survives a
+// restart, and takes the route's traffic.
+func TestPoolBackendChangesReachEveryInstance(t *testing.T) {
+	def, api, extra := namedBackend(t, "default"), namedBackend(t, "api"), namedBackend(t, "extra")
+	hp := func(u string) string { return strings.TrimPrefix(u, "http://") }
+	_, env, _ := startShared(t, 0, "100", "100")
+	file := filepath.Join(t.TempDir(), "equalizer.yaml")
+	writeFile(t, file, fmt.Sprintf(`backends: ["%s"]
+pools:
+  api: {backends: ["%s"]}
+routes:
+  - {name: api, match: {path_prefix: /v1/}, pool: api}
+  - {name: rest, match: {}}
+`, def, api))
+	env["EQUALIZER_CONFIG_FILE"] = file
+	delete(env, "EQUALIZER_BACKENDS")
+	a, b := startInstanceOf(t, plainBinary(t), env), startInstanceOf(t, plainBinary(t), env)
+	if code, body := a.adminCall(t, "GET", "/pools", ""); code != 200 || !contains(body, `"name":"default"`) || !contains(body, `"name":"api","strategy":"round_robin"`) {
+		t.Fatalf("GET /pools: %d %s", code, body)
+	}
+	if code, _ := a.adminCall(t, "GET", "/pools/nope/backends", ""); code != 404 {
+		t.Fatalf("unknown pool: %d", code)
+	}
+	code, body := a.adminCall(t, "POST", "/pools/api/backends", `{"url":"`+extra+`","weight":2}`)
+	if code != 201 || !contains(body, `"weight":2`) {
+		t.Fatalf("POST /pools/api/backends: %d %s", code, body)
+	}
+	seen := func(in *instance, path, want string, present bool) {
+		t.Helper()
+		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			_, body := in.adminCall(t, "GET", path, "")
+			if contains(body, want) == present {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s on %s: %s", path, in.admin, body)
+			}
+		}
+	}
+	seen(b, "/pools/api/backends", `"id":"`+hp(extra)+`"`, true)
+	seen(b, "/backends", hp(extra), false) // not in the default pool
+	// b's api route now spreads over api and extra.
+	answered := map[string]bool{}
+	for range 9 {
+		_, body := rawGet(t, b.proxy, "GET", "/v1/x", "shop.test")
+		answered[strings.Fields(body)[0]] = true
+	}
+	if !answered["api"] || !answered["extra"] || answered["default"] {
+		t.Fatalf("the api route answered from %v", answered)
+	}
+	b.stop(t, syscall.SIGTERM)
+	b = startInstanceOf(t, plainBinary(t), env)
+	seen(b, "/pools/api/backends", `"id":"`+hp(extra)+`","url":"`+extra+`","weight":2`, true)
+	if code, _ := b.adminCall(t, "DELETE", "/pools/api/backends/"+hp(extra), ""); code != 202 {
+		t.Fatal("DELETE")
+	}
+	seen(a, "/pools/api/backends", hp(extra), false)
+	a.stop(t, syscall.SIGTERM)
+	b.stop(t, syscall.SIGTERM)
+}
