@@ -227,9 +227,11 @@ func (c *collector) backend(ch chan<- prometheus.Metric, b *pool.Backend, counte
 }
 
 // pools are the named pools, "default" first.
-func (c *collector) pools() []NamedPool {
-	if c.src.Pools != nil {
-		return c.src.Pools()
+func (c *collector) pools() []NamedPool { return c.src.pools() }
+
+func (src *Sources) pools() []NamedPool {
+	if src.Pools != nil {
+		return src.Pools()
 	}
-	return []NamedPool{{Name: "default", Pool: c.src.Pool}}
+	return []NamedPool{{Name: "default", Pool: src.Pool}}
 }

@@ -22,14 +22,27 @@ type Status struct {
 	RequestsPerS  float64           `json:"requests_per_sec"`
 	OpenConns     int64             `json:"open_connections"`
 	OpenTunnels   int               `json:"open_tunnels"`
+	Routes        []RouteStatus     `json:"routes"`
 	Backends      []BackendStatus   `json:"backends"`
 	Limiter       *LimiterStatus    `json:"limiter,omitempty"`
 	Store         StoreStatus       `json:"store"`
 	AccessDropped uint64            `json:"access_log_dropped"`
 }
 
+// RouteStatus is one route's line on the page, in table order.
+type RouteStatus struct {
+	Name        string `json:"name"`
+	Match       string `json:"match"`
+	Pool        string `json:"pool"`
+	StripPrefix bool   `json:"strip_prefix"`
+	Requests    uint64 `json:"requests"`
+	Forwarded   uint64 `json:"forwarded"`
+	Limited     uint64 `json:"limited"`
+}
+
 // BackendStatus is one backend's line on the page.
 type BackendStatus struct {
+	Pool         string            `json:"pool"`
 	URL          string            `json:"url"`
 	Healthy      bool              `json:"healthy"`
 	State        string            `json:"state"` // active, draining, drained
@@ -109,8 +122,10 @@ func (r *Registry) take(now time.Time) *sample {
 		s.total += src.Proxy.Stats.Requests[o].Load()
 	}
 	s.limited = src.Proxy.Stats.Requests[proxy.Limited].Load()
-	for _, b := range src.Pool.Backends() {
-		s.backends[b] = backendSample{requests: b.Stats.Requests(), errors: b.Stats.FailuresTotal(), latency: b.Stats.Latency.Snapshot()}
+	for _, np := range src.pools() {
+		for _, b := range np.Pool.Backends() {
+			s.backends[b] = backendSample{requests: b.Stats.Requests(), errors: b.Stats.FailuresTotal(), latency: b.Stats.Latency.Snapshot()}
+		}
 	}
 	if src.Limiter != nil {
 		s.sync = src.Limiter.SyncStats.Duration.Snapshot()
@@ -151,23 +166,20 @@ func (r *Registry) Status() Status {
 	for o := range proxy.NumOutcomes {
 		out.Requests[proxy.OutcomeNames[o]] = st.Requests[o].Load()
 	}
-	for _, b := range src.Pool.Backends() {
-		cur, old := last.backends[b], prev.backends[b]
-		recent := cur.latency.Sub(old.latency)
-		bs := BackendStatus{
-			URL: b.URL, Healthy: b.Healthy(), Weight: b.Weight(), State: b.State().String(), InFlight: b.InFlight(),
-			Requests: b.Stats.Requests(), RequestsPerS: rate(cur.requests, old.requests),
-			P50Ms: recent.Quantile(0.5) * 1000, P99Ms: recent.Quantile(0.99) * 1000,
-			Errors: b.Stats.FailuresTotal(), ErrorsPerS: rate(cur.errors, old.errors),
-			Responses: map[string]uint64{}, Failures: map[string]uint64{},
+	for _, rt := range src.Proxy.Routes().Routes() {
+		rs := RouteStatus{Name: rt.Name, Match: rt.Match(), Pool: rt.PoolName, StripPrefix: rt.StripPrefix}
+		if rt.Counts != nil {
+			for o := range proxy.NumOutcomes {
+				rs.Requests += rt.Counts[o].Load()
+			}
+			rs.Forwarded, rs.Limited = rt.Counts[proxy.Forwarded].Load(), rt.Counts[proxy.Limited].Load()
 		}
-		for class := 1; class <= 5; class++ {
-			bs.Responses[string(rune('0'+class))+"xx"] = b.Stats.Responses(class)
+		out.Routes = append(out.Routes, rs)
+	}
+	for _, np := range src.pools() {
+		for _, b := range np.Pool.Backends() {
+			out.Backends = append(out.Backends, backendStatus(np.Name, b, last.backends[b], prev.backends[b], rate))
 		}
-		for i, name := range pool.ReasonNames {
-			bs.Failures[name] = b.Stats.Failures(pool.Reason(i))
-		}
-		out.Backends = append(out.Backends, bs)
 	}
 	if l := src.Limiter; l != nil {
 		ls := &LimiterStatus{
@@ -196,4 +208,23 @@ func (r *Registry) Status() Status {
 		out.AccessDropped = src.AccessLogDropped()
 	}
 	return out
+}
+
+// backendStatus is b's line, with rates between two samples.
+func backendStatus(poolName string, b *pool.Backend, cur, old backendSample, rate func(a, b uint64) float64) BackendStatus {
+	recent := cur.latency.Sub(old.latency)
+	bs := BackendStatus{
+		Pool: poolName, URL: b.URL, Healthy: b.Healthy(), Weight: b.Weight(), State: b.State().String(), InFlight: b.InFlight(),
+		Requests: b.Stats.Requests(), RequestsPerS: rate(cur.requests, old.requests),
+		P50Ms: recent.Quantile(0.5) * 1000, P99Ms: recent.Quantile(0.99) * 1000,
+		Errors: b.Stats.FailuresTotal(), ErrorsPerS: rate(cur.errors, old.errors),
+		Responses: map[string]uint64{}, Failures: map[string]uint64{},
+	}
+	for class := 1; class <= 5; class++ {
+		bs.Responses[string(rune('0'+class))+"xx"] = b.Stats.Responses(class)
+	}
+	for i, name := range pool.ReasonNames {
+		bs.Failures[name] = b.Stats.Failures(pool.Reason(i))
+	}
+	return bs
 }

@@ -2,6 +2,8 @@ package route
 
 import (
 	"bytes"
+	"sort"
+	"strings"
 
 	"github.com/valyala/fasthttp"
 )
@@ -69,4 +71,38 @@ func hasHeader(rh *fasthttp.RequestHeader, h *header) bool {
 // any case and has at least one label before it.
 func hasSuffixFold(host, suffix []byte) bool {
 	return len(host) > len(suffix) && bytes.EqualFold(host[len(host)-len(suffix):], suffix)
+}
+
+// describe renders the conditions as the configuration writes them, for
+// the status page: "host=api.example.com path_prefix=/v1/ methods=GET,POST".
+func (m *matcher) describe() string {
+	var parts []string
+	add := func(k string, v []byte) {
+		if v != nil {
+			parts = append(parts, k+"="+string(v))
+		}
+	}
+	add("host", m.host)
+	if m.wildcard != nil {
+		parts = append(parts, "host=*"+string(m.wildcard))
+	}
+	add("path", m.path)
+	add("path_prefix", m.prefix)
+	if m.methods != nil {
+		ms := make([]string, len(m.methods))
+		for i, x := range m.methods {
+			ms[i] = string(x)
+		}
+		parts = append(parts, "methods="+strings.Join(ms, ","))
+	}
+	var hs []string
+	for _, h := range m.headers {
+		hs = append(hs, "header "+string(h.name)+"="+string(h.value))
+	}
+	sort.Strings(hs)
+	parts = append(parts, hs...)
+	if len(parts) == 0 {
+		return "everything"
+	}
+	return strings.Join(parts, " ")
 }

@@ -39,6 +39,9 @@ type Route struct {
 	m matcher
 }
 
+// Match describes the route's conditions, as the status page shows them.
+func (r *Route) Match() string { return r.m.describe() }
+
 // Table is an ordered, immutable list of routes.
 type Table struct {
 	routes []Route

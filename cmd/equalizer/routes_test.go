@@ -145,6 +145,13 @@ func TestRoutesSendEachHostAndPathToItsPool(t *testing.T) {
 		t.Errorf("metrics: api forwarded %v, no_route %v, denied %v, backend_pool %v", m[`equalizer_route_requests_total{outcome="forwarded",route="api"}`],
 			m[`equalizer_requests_total{outcome="no_route"}`], m[`equalizer_requests_total{outcome="denied"}`], m[`equalizer_backend_pool{backend="`+api+`",pool="api"}`])
 	}
+	// The status page's data lists the routes in order, with their pool.
+	if code, body := in.adminCall(t, "GET", "/status", ""); code != 200 ||
+		!contains(body, `"routes":[{"name":"api","match":"host=api.example.com path_prefix=/v1/","pool":"api","strip_prefix":false,"requests":4,"forwarded":4`) ||
+		!contains(body, `{"name":"static","match":"path_prefix=/static/","pool":"static","strip_prefix":true`) ||
+		!contains(body, `"pool":"static","url":"`+static+`"`) {
+		t.Errorf("/status: %d %s", code, body)
+	}
 	in.stop(t, syscall.SIGTERM)
 }
 

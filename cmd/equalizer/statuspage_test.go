@@ -126,6 +126,17 @@ func TestStatusPageInChromium(t *testing.T) {
 	if strings.Count(table, "up") < 2 || strings.Contains(table, "down") {
 		t.Fatalf("both backends should be up:\n%s", table)
 	}
+	// Without routes: the one catch-all route of the pool default.
+	routes, err := chromedp.Run(ctx, chromedp.Text(`#routes tbody`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(routes, "default") || !strings.Contains(routes, "everything") || !strings.Contains(routes, "46") {
+		t.Errorf("the routes table does not show the catch-all route and its 46 requests:\n%s", routes)
+	}
+	if strings.Count(table, "default") < 2 {
+		t.Errorf("the backends table does not name their pool:\n%s", table)
+	}
 	location, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href`))
 	if err != nil {
 		t.Fatal(err)
