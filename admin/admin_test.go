@@ -22,6 +22,7 @@ import (
 	"gopher-equalizer/metrics"
 	"gopher-equalizer/pool"
 	"gopher-equalizer/proxy"
+	"gopher-equalizer/upstream"
 )
 
 // downStore fails every write while down is set, like PostgreSQL gone.
@@ -66,7 +67,7 @@ func start(t *testing.T, token string) *env {
 	t.Helper()
 	st := &downStore{MemoryStore: limiter.NewMemoryStore()}
 	lim := limiter.New(limiter.Config{Capacity: 100, RatePerSec: 100, MaxBuckets: 1000}, st)
-	b, _ := pool.NewBackend("http://127.0.0.1:1", pool.ClientOptions{})
+	b, _ := pool.NewBackend("http://127.0.0.1:1", upstream.Options{})
 	p := pool.New([]*pool.Backend{b}, &pool.RoundRobin{})
 	px := proxy.New(proxy.Config{}, p, lim, proxy.ClientKey{}, zerolog.Nop())
 	reg := metrics.New(metrics.Sources{Proxy: px, Pool: p, Limiter: lim})

@@ -12,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"gopher-equalizer/metrics"
+	"gopher-equalizer/upstream"
+
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
-	"gopher-equalizer/metrics"
 
 	"gopher-equalizer/admin"
 	"gopher-equalizer/limiter"
@@ -44,11 +46,11 @@ func setup(b *testing.B, lim *limiter.Limiter) *fasthttp.HostClient {
 func setupRoutes(b *testing.B, lim *limiter.Limiter, n int) *fasthttp.HostClient {
 	body := []byte("hello from the backend\n")
 	backendLn := serve(b, func(ctx *fasthttp.RequestCtx) { ctx.SetBody(body) })
-	be, err := pool.NewBackend("http://backend.test:80", pool.ClientOptions{MaxConns: 1024})
+	be, err := pool.NewBackend("http://backend.test:80", upstream.Options{MaxConns: 1024})
 	if err != nil {
 		b.Fatal(err)
 	}
-	be.Client.Dial = func(string) (net.Conn, error) { return backendLn.Dial() }
+	be.HTTP.Dial = func(string) (net.Conn, error) { return backendLn.Dial() }
 	p := pool.New([]*pool.Backend{be}, &pool.RoundRobin{})
 	key, _ := proxy.ParseClientKey("ip", nil, 128)
 	px := proxy.New(proxy.Config{BackendTimeout: 5 * time.Second}, p, lim, key, zerolog.Nop())
@@ -111,7 +113,7 @@ func BenchmarkProxyEndToEnd(b *testing.B) {
 func BenchmarkAdminGet(b *testing.B) {
 	lim := limiter.New(limiter.Config{Capacity: 100, RatePerSec: 100}, limiter.NewMemoryStore())
 	lim.Allow([]byte("10.0.0.1"), time.Now().UnixNano())
-	be, _ := pool.NewBackend("http://backend.test:80", pool.ClientOptions{})
+	be, _ := pool.NewBackend("http://backend.test:80", upstream.Options{})
 	p := pool.New([]*pool.Backend{be}, &pool.RoundRobin{})
 	px := proxy.New(proxy.Config{}, p, lim, proxy.ClientKey{}, zerolog.Nop())
 	api := admin.New(admin.Config{DefaultLimit: 10, RatePerSec: 100}, lim, p, metrics.New(metrics.Sources{Proxy: px, Pool: p, Limiter: lim}), zerolog.Nop())

@@ -1,34 +1,23 @@
 package pool
 
 import (
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/valyala/fasthttp"
-
-	"gopher-equalizer/deadline"
-	"gopher-equalizer/logthrottle"
+	"gopher-equalizer/upstream"
 )
 
-// Backend is one upstream server. Its HostClient keeps a pool of keep-alive
-// connections; the counters are read by /metrics. A Backend is safe for
-// concurrent use and lives as long as the Pool that owns it.
+// Backend is one upstream server as the pool sees it: its weight, state
+// and health, and what least_conn and p2c weigh; it talks to the server
+// through its upstream.Client. The counters are read by /metrics. A
+// Backend is safe for concurrent use and lives as long as the Pool that
+// owns it.
 type Backend struct {
-	// URL is the backend as configured, for example http://10.0.0.5:8080.
-	URL string
-	// TLS is the client configuration of an https backend; nil for http.
-	TLS *tls.Config
-	// Addr is host:port, the address the HostClient dials.
-	Addr   string
-	Client *fasthttp.HostClient
+	*upstream.Client
 
 	seed uint64 // for hash
 	// weight is the backend's share of traffic against the others (1 to
@@ -47,51 +36,6 @@ type Backend struct {
 	Stats Stats
 	// connectFails counts connection failures in a row for passive health.
 	connectFails atomic.Int32
-	// discardedConns counts pooled connections closed because the backend
-	// sent unrequested bytes or closed them while idle.
-	discardedConns atomic.Uint64
-	unsolicited    atomic.Uint64 // of those, the ones with unrequested bytes
-	log            *logthrottle.Logger
-	streamIdle     time.Duration
-	idle           idleConns // idle connections, managed by the transport
-	// dial opens a connection outside the HostClient's count, for tunnels,
-	// which may outnumber MaxConns by far (idle WebSockets).
-	dial func() (net.Conn, error)
-}
-
-// ClientOptions are the HostClient settings shared by every backend.
-type ClientOptions struct {
-	DialTimeout     time.Duration
-	MaxConns        int
-	MaxIdleConnTime time.Duration
-	ReadBufferSize  int
-	// StreamIdleTimeout is the longest pause between two reads of a
-	// streamed response body (EQUALIZER_STREAM_IDLE_TIMEOUT).
-	StreamIdleTimeout time.Duration
-	// Log reports unsolicited backend bytes, throttled; nil logs nothing.
-	Log *logthrottle.Logger
-	// RootCAs verify https backends (EQUALIZER_BACKEND_CA); nil: the
-	// system roots.
-	RootCAs *x509.CertPool
-	// Deadlines, when set, gives backend connections coarse deadlines
-	// (package deadline); nil keeps Go's own.
-	Deadlines *deadline.Sweeper
-}
-
-// wrapTLS makes c a TLS client connection for an https backend, handshake
-// done by deadline; for http it returns c.
-func (b *Backend) wrapTLS(c net.Conn, deadline time.Time) (net.Conn, error) {
-	if b.TLS == nil {
-		return c, nil
-	}
-	t := tls.Client(c, b.TLS)
-	_ = t.SetDeadline(deadline)
-	if err := t.Handshake(); err != nil {
-		t.Close()
-		return nil, err
-	}
-	_ = t.SetDeadline(time.Time{})
-	return t, nil
 }
 
 // MaxWeight bounds a backend's weight.
@@ -101,7 +45,7 @@ const MaxWeight = 1000
 // ("http://10.0.0.5:8080 weight=3", as nginx writes them) and prepares its
 // HostClient. A new backend counts as healthy until a probe says
 // otherwise, so traffic flows from the first request.
-func NewBackend(spec string, opt ClientOptions) (*Backend, error) {
+func NewBackend(spec string, opt upstream.Options) (*Backend, error) {
 	fields := strings.Fields(spec)
 	if len(fields) == 0 {
 		return nil, fmt.Errorf("empty backend")
@@ -132,47 +76,8 @@ func NewBackend(spec string, opt ClientOptions) (*Backend, error) {
 	} else if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
 		return nil, fmt.Errorf("%q has port %s; a port is 1 to 65535", rawURL, u.Port())
 	}
-	dialer := &fasthttp.TCPDialer{}
-	dialTimeout := opt.DialTimeout
-	b := &Backend{URL: rawURL, Addr: addr, seed: seedOf(rawURL), log: opt.Log, streamIdle: opt.StreamIdleTimeout}
+	b := &Backend{Client: upstream.NewClient(rawURL, addr, u.Scheme == "https", u.Hostname(), opt), seed: seedOf(rawURL)}
 	b.weight.Store(int32(weight))
-	b.idle.maxIdle = opt.MaxIdleConnTime
-	if u.Scheme == "https" {
-		// SNI and verification against the host name of the URL, with
-		// the system roots or EQUALIZER_BACKEND_CA.
-		b.TLS = &tls.Config{ServerName: u.Hostname(), RootCAs: opt.RootCAs, MinVersion: tls.VersionTLS12}
-	}
-	b.dial = func() (net.Conn, error) {
-		c, err := dialer.DialTimeout(addr, dialTimeout)
-		if err != nil {
-			return nil, err
-		}
-		return b.wrapTLS(newUpstreamConn(c, opt.Deadlines), time.Now().Add(dialTimeout))
-	}
-	b.Client = &fasthttp.HostClient{
-		Addr: addr,
-		Dial: func(addr string) (net.Conn, error) {
-			c, err := dialer.DialTimeout(addr, dialTimeout)
-			if err != nil {
-				return nil, err
-			}
-			return newUpstreamConn(c, opt.Deadlines), nil
-		},
-		Transport: &transport{b: b},
-		IsTLS:     b.TLS != nil,
-		TLSConfig: b.TLS,
-		// The HostClient dials and counts connections (MaxConns); the
-		// transport keeps the idle ones itself (conns.go) and does its own
-		// waiting at the limit, so the HostClient never waits.
-		MaxConns:                      opt.MaxConns,
-		ReadBufferSize:                opt.ReadBufferSize,
-		NoDefaultUserAgentHeader:      true,
-		DisableHeaderNamesNormalizing: true,
-		DisablePathNormalizing:        true,
-		// The transport checks every pooled connection before use, and the
-		// proxy retries on another backend, so fasthttp retries nothing.
-		MaxIdemponentCallAttempts: 1,
-	}
 	b.healthy.Store(true)
 	return b, nil
 }
@@ -231,23 +136,3 @@ func (b *Backend) cost() int64 {
 
 // Healthy reports the backend's last known health.
 func (b *Backend) Healthy() bool { return b.healthy.Load() }
-
-// DiscardedConns is how many pooled connections were closed instead of
-// reused because the backend closed them or sent bytes nobody asked for.
-func (b *Backend) DiscardedConns() uint64 { return b.discardedConns.Load() }
-
-// Unsolicited is how many connections were closed because the backend sent
-// bytes that answer no request.
-func (b *Backend) Unsolicited() uint64 { return b.unsolicited.Load() }
-
-// discarded counts a connection closed instead of reused; unsolicited bytes
-// are a backend bug worth a (throttled) line, an idle close is routine.
-func (b *Backend) discarded(err error) {
-	b.discardedConns.Add(1)
-	if errors.Is(err, ErrUnsolicited) {
-		b.unsolicited.Add(1)
-		if b.log != nil {
-			b.log.Event().Err(err).Str("backend", b.URL).Msg("backend sent unrequested bytes; connection closed, not reused")
-		}
-	}
-}

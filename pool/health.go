@@ -212,7 +212,7 @@ func (c *Checker) probe(b *Backend) probeResult {
 	if err != nil {
 		return result(0, err)
 	}
-	if conn, err = b.wrapTLS(conn, deadline); err != nil {
+	if conn, err = b.WrapTLS(conn, deadline); err != nil {
 		return result(0, err)
 	}
 	defer conn.Close()

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"gopher-equalizer/pool/pooltest"
+	"gopher-equalizer/upstream"
 )
 
 // startRawHealth answers every request read on a connection with answer.
@@ -53,7 +54,7 @@ func TestHealthCheckNeverFlaps(t *testing.T) {
 	var bs []*Backend
 	names := map[*Backend]string{}
 	for name, answer := range backends {
-		b, err := NewBackend(startRawHealth(t, answer), ClientOptions{})
+		b, err := NewBackend(startRawHealth(t, answer), upstream.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +95,7 @@ func TestHealthStatusSet(t *testing.T) {
 	// A 404 health page is a misconfigured path: unhealthy by default, as
 	// in HAProxy.
 	url := startRawHealth(t, func(c net.Conn) { io.WriteString(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n") })
-	b, _ := NewBackend(url, ClientOptions{})
+	b, _ := NewBackend(url, upstream.Options{})
 	p := New([]*Backend{b}, &RoundRobin{})
 	NewChecker(p, HealthConfig{Timeout: time.Second, Path: "/health"}, zerolog.Nop()).CheckOnce()
 	if b.Healthy() {

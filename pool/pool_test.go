@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"gopher-equalizer/upstream"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -14,7 +15,7 @@ func backends(t *testing.T, n int) []*Backend {
 	t.Helper()
 	var bs []*Backend
 	for i := range n {
-		b, err := NewBackend("http://127.0.0.1:"+string(rune('1'+i))+"000", ClientOptions{})
+		b, err := NewBackend("http://127.0.0.1:"+string(rune('1'+i))+"000", upstream.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -78,11 +79,11 @@ func TestUnhealthyBackendsLeaveRotation(t *testing.T) {
 
 func TestNewBackendRejectsBadURLs(t *testing.T) {
 	for _, bad := range []string{"", "localhost:8081", "ftp://x", "http://", "http://x:1/path", "http://x:1?q", "://x"} {
-		if _, err := NewBackend(bad, ClientOptions{}); err == nil {
+		if _, err := NewBackend(bad, upstream.Options{}); err == nil {
 			t.Errorf("NewBackend(%q) accepted", bad)
 		}
 	}
-	b, err := NewBackend("http://example.test", ClientOptions{})
+	b, err := NewBackend("http://example.test", upstream.Options{})
 	if err != nil || b.Addr != "example.test:80" {
 		t.Errorf("default port: %v %v", b, err)
 	}
@@ -121,8 +122,8 @@ func startFlaky(t *testing.T) *flaky {
 func TestHealthCheckTakesBackendOutAndBack(t *testing.T) {
 	up := startFlaky(t)
 	other := startFlaky(t)
-	a, _ := NewBackend("http://"+up.ln.Addr().String(), ClientOptions{})
-	b, _ := NewBackend("http://"+other.ln.Addr().String(), ClientOptions{})
+	a, _ := NewBackend("http://"+up.ln.Addr().String(), upstream.Options{})
+	b, _ := NewBackend("http://"+other.ln.Addr().String(), upstream.Options{})
 	p := New([]*Backend{a, b}, &RoundRobin{})
 	c := NewChecker(p, HealthConfig{Interval: time.Hour, Timeout: 500 * time.Millisecond, Path: "/health"}, zerolog.Nop())
 
@@ -149,7 +150,7 @@ func TestHealthCheckTakesBackendOutAndBack(t *testing.T) {
 
 func TestHealthRiseAndFall(t *testing.T) {
 	f := startFlaky(t)
-	a, _ := NewBackend("http://"+f.ln.Addr().String(), ClientOptions{})
+	a, _ := NewBackend("http://"+f.ln.Addr().String(), upstream.Options{})
 	p := New([]*Backend{a}, &RoundRobin{})
 	c := NewChecker(p, HealthConfig{Timeout: time.Second, Path: "/health", Fall: 2, Rise: 3}, zerolog.Nop())
 	f.status.Store(500)
@@ -176,7 +177,7 @@ func TestHealthRiseAndFall(t *testing.T) {
 func BenchmarkPoolNext(b *testing.B) {
 	bs := make([]*Backend, 3)
 	for i := range bs {
-		bs[i], _ = NewBackend("http://127.0.0.1:808"+string(rune('1'+i)), ClientOptions{})
+		bs[i], _ = NewBackend("http://127.0.0.1:808"+string(rune('1'+i)), upstream.Options{})
 	}
 	for _, name := range StrategyNames() {
 		s, _ := NewStrategy(name)
@@ -196,7 +197,7 @@ func BenchmarkPoolNext(b *testing.B) {
 
 func TestPassiveHealthAndRecoveryByProbe(t *testing.T) {
 	f := startFlaky(t)
-	a, _ := NewBackend("http://"+f.ln.Addr().String(), ClientOptions{})
+	a, _ := NewBackend("http://"+f.ln.Addr().String(), upstream.Options{})
 	b := backends(t, 1)[0]
 	p := New([]*Backend{a, b}, &RoundRobin{})
 	p.PassiveFails = 3
@@ -221,43 +222,5 @@ func TestPassiveHealthAndRecoveryByProbe(t *testing.T) {
 	}
 	if !a.Healthy() {
 		t.Fatal("PassiveFails=0 must turn passive health off")
-	}
-}
-
-func TestIdleConnsQueue(t *testing.T) {
-	var p idleConns
-	closed := 0
-	mk := func() *held { return &held{close: func() { closed++ }} }
-	t0 := time.Unix(1000, 0)
-	hs := []*held{mk(), mk(), mk()}
-	for i, h := range hs {
-		p.put(h, t0.Add(time.Duration(i)*time.Millisecond))
-	}
-	if h := p.take(t0.Add(Settle/2), false); h != nil {
-		t.Fatal("an unsettled connection was taken")
-	}
-	if h := p.take(t0.Add(Settle/2), true); h != hs[0] {
-		t.Fatal("force did not take the oldest")
-	}
-	if h := p.take(t0.Add(Settle+time.Millisecond), false); h != hs[1] {
-		t.Fatal("the oldest settled connection was not taken first")
-	}
-	if h := p.take(t0.Add(Settle+2*time.Millisecond), false); h != hs[2] {
-		t.Fatal("third connection not taken")
-	}
-	for i := range 100 { // wrap around many times
-		at := t0.Add(time.Duration(i) * time.Millisecond)
-		p.put(mk(), at)
-		p.put(mk(), at)
-		if p.take(at.Add(Settle), false) == nil {
-			t.Fatal("settled connection not found")
-		}
-	}
-	if p.len() != 100 {
-		t.Fatalf("len %d, want 100", p.len())
-	}
-	p.maxIdle = time.Second
-	if h := p.take(t0.Add(time.Hour), false); h != nil || closed != 100 {
-		t.Fatalf("a connection idle past maxIdle was not closed: %v %d", h, closed)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"gopher-equalizer/histogram"
+	"gopher-equalizer/upstream"
 )
 
 // Stats are a backend's counters for /metrics and the status page: plain
@@ -42,10 +43,10 @@ func ReasonOf(err error) Reason {
 	case errors.Is(err, fasthttp.ErrNoFreeConns):
 		return ReasonConnect
 	}
-	switch StageOf(err) {
-	case StageConnect:
+	switch upstream.StageOf(err) {
+	case upstream.StageConnect:
 		return ReasonConnect
-	case StageSend, StageAwait:
+	case upstream.StageSend, upstream.StageAwait:
 		return ReasonReset
 	}
 	return ReasonMalformed

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"fmt"
+	"gopher-equalizer/upstream"
 	"math"
 	"testing"
 	"time"
@@ -11,7 +12,7 @@ func weighted(t testing.TB, weights ...int) []*Backend {
 	t.Helper()
 	var bs []*Backend
 	for i, w := range weights {
-		b, err := NewBackend(fmt.Sprintf("http://10.0.0.%d:8080 weight=%d", i+1, w), ClientOptions{})
+		b, err := NewBackend(fmt.Sprintf("http://10.0.0.%d:8080 weight=%d", i+1, w), upstream.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -21,15 +22,15 @@ func weighted(t testing.TB, weights ...int) []*Backend {
 }
 
 func TestWeightSyntax(t *testing.T) {
-	b, err := NewBackend("http://10.0.0.1:8080   weight=7", ClientOptions{})
+	b, err := NewBackend("http://10.0.0.1:8080   weight=7", upstream.Options{})
 	if err != nil || b.Weight() != 7 || b.URL != "http://10.0.0.1:8080" {
 		t.Fatalf("%+v %v", b, err)
 	}
-	if b, _ := NewBackend("http://10.0.0.1:8080", ClientOptions{}); b.Weight() != 1 {
+	if b, _ := NewBackend("http://10.0.0.1:8080", upstream.Options{}); b.Weight() != 1 {
 		t.Fatalf("default weight %d", b.Weight())
 	}
 	for _, bad := range []string{"http://a:1 weight=0", "http://a:1 weight=1001", "http://a:1 weight=x", "http://a:1 max_fails=3"} {
-		if _, err := NewBackend(bad, ClientOptions{}); err == nil {
+		if _, err := NewBackend(bad, upstream.Options{}); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}

@@ -1,18 +1,17 @@
 package proxy
 
 import (
+	"gopher-equalizer/upstream"
 	"io"
 	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
-
-	"gopher-equalizer/pool"
 )
 
 // The access log: one JSON line per request, with the fields of nginx's
 // usual log_format, written when the response is complete. A streamed
-// response is complete when the server closes its body (pool.Body calls
+// response is complete when the server closes its body (upstream.Body calls
 // BodyDone on the client connection); the line then carries the bytes
 // actually sent and the whole duration.
 
@@ -50,11 +49,11 @@ func (p *Proxy) logAccess(ctx *fasthttp.RequestCtx, x *exchange) {
 
 // streamedBody reports whether the response body streams from a backend.
 func streamedBody(ctx *fasthttp.RequestCtx) bool {
-	body, ok := ctx.Response.BodyStream().(*pool.Body)
+	body, ok := ctx.Response.BodyStream().(*upstream.Body)
 	return ok && body.Client != nil
 }
 
-// BodyDone implements pool.BodyObserver: the streamed response went out.
+// BodyDone implements upstream.BodyObserver: the streamed response went out.
 func (c *clientConn) BodyDone(sent int64) {
 	c.untilClose = false
 	if !c.pending.active {

@@ -3,10 +3,9 @@
 package proxy
 
 import (
+	"gopher-equalizer/upstream"
 	"testing"
 	"time"
-
-	"gopher-equalizer/pool"
 )
 
 // TestForwardAllocatesNothing holds the zero-allocation promise of the hot
@@ -15,8 +14,8 @@ func TestForwardAllocatesNothing(t *testing.T) {
 	for _, withLimiter := range []bool{false, true} {
 		ctx, serve := benchContext(t, withLimiter)
 		// Warm the bucket and the connection pool: a connection rests
-		// pool.Settle before reuse, so the pool first grows to its size.
-		for start := time.Now(); time.Since(start) < 3*pool.Settle; {
+		// upstream.Settle before reuse, so the pool first grows to its size.
+		for start := time.Now(); time.Since(start) < 3*upstream.Settle; {
 			serve()
 		}
 		if n := testing.AllocsPerRun(1000, serve); n != 0 {

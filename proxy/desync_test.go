@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"fmt"
+	"gopher-equalizer/upstream"
 	"io"
 	"net"
 	"net/http"
@@ -16,8 +17,6 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
-
-	"gopher-equalizer/pool"
 )
 
 // forged is a whole HTTP response that a poisoning backend smuggles after a
@@ -128,7 +127,7 @@ func TestNoResponseReachesTheWrongClient(t *testing.T) {
 
 // TestConnectionsAreReused guards the guards: requests without a body keep
 // their backend connection alive; only requests with one close it. The
-// requests are spaced by pool.Settle, so one connection serves them all.
+// requests are spaced by upstream.Settle, so one connection serves them all.
 func TestConnectionsAreReused(t *testing.T) {
 	url, accepted := startCountingRawBackend(t, echoID)
 	h := startProxy(t, options{}, url)
@@ -143,7 +142,7 @@ func TestConnectionsAreReused(t *testing.T) {
 			}
 			fasthttp.ReleaseRequest(req)
 			fasthttp.ReleaseResponse(resp)
-			time.Sleep(pool.Settle + time.Millisecond)
+			time.Sleep(upstream.Settle + time.Millisecond)
 		}
 	}
 	if n := accepted.Load(); n != 1 {
@@ -153,10 +152,10 @@ func TestConnectionsAreReused(t *testing.T) {
 		if code, _, err := c.Post(nil, "http://"+h.addr+"/?id=2", &fasthttp.Args{}); err != nil || code != 200 {
 			t.Fatalf("POST: %v %d", err, code)
 		}
-		time.Sleep(pool.Settle + time.Millisecond)
+		time.Sleep(upstream.Settle + time.Millisecond)
 	}
 	raw(t, h.addr, "POST /?id=3 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi")
-	time.Sleep(pool.Settle + time.Millisecond)
+	time.Sleep(upstream.Settle + time.Millisecond)
 	raw(t, h.addr, "GET /?id=4 HTTP/1.1\r\nHost: h\r\n\r\n")
 	if n := accepted.Load(); n != 2 {
 		t.Fatalf("after a request with a body, %d connections, want 2 (one closed after the body)", n)

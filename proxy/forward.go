@@ -8,6 +8,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"gopher-equalizer/pool"
+	"gopher-equalizer/upstream"
 )
 
 // maxAttempts bounds how many backends one request is sent to.
@@ -26,7 +27,7 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, x *exchange, b *pool.Backend) 
 	// Writing a streamed body consumes it (and fasthttp drops the stream
 	// on failure), so remember now whether there was one.
 	streamed := req.IsBodyStream()
-	var upstream time.Duration
+	var waited time.Duration
 	tlsScheme := false
 	for attempt := 1; ; attempt++ {
 		if tls := b.TLS != nil; tls || tlsScheme {
@@ -38,14 +39,14 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, x *exchange, b *pool.Backend) 
 		start := time.Now()
 		b.Begin()
 		b.Stats.Start()
-		err := b.Client.DoDeadline(req, &ctx.Response, deadline)
+		err := b.HTTP.DoDeadline(req, &ctx.Response, deadline)
 		took := time.Since(start)
 		b.Done(took)
-		upstream += took
+		waited += took
 		if err == nil {
 			b.Stats.Answered(ctx.Response.StatusCode(), took)
 			x.route.Pool.Connected(b)
-			return b, upstream, nil
+			return b, waited, nil
 		}
 		if !errors.Is(err, errBodyTooLarge) { // that one is the client's doing
 			b.Stats.Failed(err)
@@ -54,14 +55,14 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, x *exchange, b *pool.Backend) 
 			p.connectFailed(x.route.Pool, b, err)
 		}
 		if attempt == maxAttempts || !retryable(err, req, streamed) || time.Until(deadline) <= 0 {
-			return b, upstream, err
+			return b, waited, err
 		}
 		next := x.route.Pool.NextExcept(b, x.keyHash)
 		if next == nil {
 			// The only backend: a connection that died after it was
 			// checked is worth one fresh try, a refused one is not.
-			if pool.StageOf(err) == pool.StageConnect || attempt > 1 {
-				return b, upstream, err
+			if upstream.StageOf(err) == upstream.StageConnect || attempt > 1 {
+				return b, waited, err
 			}
 			next = b
 		}
@@ -90,10 +91,10 @@ func retryable(err error, req *fasthttp.Request, streamed bool) bool {
 	if errors.Is(err, errBodyTooLarge) {
 		return false // the client's doing
 	}
-	switch pool.StageOf(err) {
-	case pool.StageConnect:
+	switch upstream.StageOf(err) {
+	case upstream.StageConnect:
 		return connectFailed(err)
-	case pool.StageSend, pool.StageAwait:
+	case upstream.StageSend, upstream.StageAwait:
 		// A streamed body went (in part) to the failed backend: it
 		// cannot be sent again.
 		return idempotent(req.Header.Method()) && !streamed

@@ -22,6 +22,7 @@ import (
 	"gopher-equalizer/logthrottle"
 	"gopher-equalizer/pool"
 	"gopher-equalizer/route"
+	"gopher-equalizer/upstream"
 )
 
 // Config is the proxy's part of the configuration.
@@ -198,8 +199,8 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 		req.Header.SetProtocolBytes(http11)
 	}
 
-	b, upstream, err := p.forward(ctx, x, b)
-	x.backend, x.upstream = b, upstream
+	b, waited, err := p.forward(ctx, x, b)
+	x.backend, x.upstream = b, waited
 	if http10 {
 		req.Header.SetProtocolBytes(http10Proto)
 	}
@@ -212,7 +213,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 		p.fail(ctx, x, err)
 		return
 	}
-	if up, ok := ctx.Response.BodyStream().(*pool.Upgraded); ok {
+	if up, ok := ctx.Response.BodyStream().(*upstream.Upgraded); ok {
 		if len(upgrade) == 0 || !p.startTunnel(ctx, up, upgrade) {
 			b.Stats.Rejected()
 			p.fail(ctx, x, errWrongUpgrade)

@@ -17,6 +17,7 @@ import (
 	"gopher-equalizer/limiter"
 	"gopher-equalizer/pool"
 	"gopher-equalizer/pool/pooltest"
+	"gopher-equalizer/upstream"
 )
 
 // seen is what a test backend received.
@@ -91,7 +92,7 @@ func startProxyT(t testing.TB, opt options, backends ...string) *harness {
 	}
 	var bs []*pool.Backend
 	for _, u := range backends {
-		b, err := pool.NewBackend(u, pool.ClientOptions{DialTimeout: time.Second, MaxConns: opt.maxConns})
+		b, err := pool.NewBackend(u, upstream.Options{DialTimeout: time.Second, MaxConns: opt.maxConns})
 		if err != nil {
 			t.Fatal(err)
 		}

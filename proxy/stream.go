@@ -2,13 +2,12 @@ package proxy
 
 import (
 	"errors"
+	"gopher-equalizer/upstream"
 	"io"
 	"net"
 	"time"
 
 	"github.com/valyala/fasthttp"
-
-	"gopher-equalizer/pool"
 )
 
 // Streaming: request bodies go upstream as the client sends them and
@@ -39,7 +38,7 @@ type requestBody struct {
 func (b *requestBody) SupportsBodyWriteTo() bool { return true }
 
 // WriteTo copies the body upstream in big pieces.
-func (b *requestBody) WriteTo(w io.Writer) (int64, error) { return pool.Copy(w, b) }
+func (b *requestBody) WriteTo(w io.Writer) (int64, error) { return upstream.Copy(w, b) }
 
 func (b *requestBody) Read(p []byte) (int, error) {
 	if b.max > 0 && b.read > b.max {
@@ -91,7 +90,7 @@ func (p *Proxy) streamRequest(ctx *fasthttp.RequestCtx, x *exchange) bool {
 // head at once (time to first byte). An HTTP/1.0 client cannot take a
 // chunked body: it gets the body until the connection closes.
 func (p *Proxy) streamResponse(ctx *fasthttp.RequestCtx, http10 bool) {
-	body, ok := ctx.Response.BodyStream().(*pool.Body)
+	body, ok := ctx.Response.BodyStream().(*upstream.Body)
 	if !ok {
 		return
 	}
@@ -107,7 +106,7 @@ func (p *Proxy) streamResponse(ctx *fasthttp.RequestCtx, http10 bool) {
 // The head is rendered in the hijack, after the handler returned, so that
 // the fields set last (request ID, rate-limit fields) are in it; the access
 // log line waits for the body, as for any streamed body.
-func (p *Proxy) streamUntilClose(ctx *fasthttp.RequestCtx, body *pool.Body) {
+func (p *Proxy) streamUntilClose(ctx *fasthttp.RequestCtx, body *upstream.Body) {
 	h := &ctx.Response.Header
 	h.SetConnectionClose()
 	body.Detach()
@@ -121,7 +120,7 @@ func (p *Proxy) streamUntilClose(ctx *fasthttp.RequestCtx, body *pool.Body) {
 		var sent int64
 		defer func() {
 			_ = body.Release(nil)
-			if o, ok := client.(pool.BodyObserver); ok {
+			if o, ok := client.(upstream.BodyObserver); ok {
 				o.BodyDone(sent)
 			}
 		}()

@@ -2,14 +2,13 @@ package proxy
 
 import (
 	"bytes"
+	"gopher-equalizer/upstream"
 	"io"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
-
-	"gopher-equalizer/pool"
 )
 
 // Upgrade tunnels (WebSocket and any other protocol): a request with
@@ -83,7 +82,7 @@ func upgradeAsked(f *fields) []byte {
 // startTunnel answers a 101 and hands the client connection to the tunnel.
 // It reports false when the backend switched to another protocol than the
 // one asked for: the caller answers 502.
-func (p *Proxy) startTunnel(ctx *fasthttp.RequestCtx, up *pool.Upgraded, asked []byte) bool {
+func (p *Proxy) startTunnel(ctx *fasthttp.RequestCtx, up *upstream.Upgraded, asked []byte) bool {
 	h := &ctx.Response.Header
 	got := h.Peek(fasthttp.HeaderUpgrade)
 	if len(got) == 0 {

@@ -16,6 +16,7 @@ import (
 
 	"gopher-equalizer/pool"
 	"gopher-equalizer/proxy"
+	"gopher-equalizer/upstream"
 )
 
 // Config is every setting, read once from the environment at start-up.
@@ -175,7 +176,7 @@ func (c *Config) validate(environ map[string]string) error {
 		return bad("Backends", "at least one backend URL is needed")
 	}
 	for _, raw := range c.Backends {
-		if _, err := pool.NewBackend(strings.TrimSpace(raw), pool.ClientOptions{}); err != nil {
+		if _, err := pool.NewBackend(strings.TrimSpace(raw), upstream.Options{}); err != nil {
 			return bad("Backends", err.Error())
 		}
 	}

@@ -30,6 +30,7 @@ import (
 	"gopher-equalizer/pgstore"
 	"gopher-equalizer/pool"
 	"gopher-equalizer/proxy"
+	"gopher-equalizer/upstream"
 )
 
 func main() {
@@ -127,7 +128,7 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 		return fmt.Errorf("EQUALIZER_BACKEND_CA: %w", err)
 	}
 	newBackend := func(spec string) (*pool.Backend, error) {
-		return pool.NewBackend(strings.TrimSpace(spec), pool.ClientOptions{
+		return pool.NewBackend(strings.TrimSpace(spec), upstream.Options{
 			DialTimeout:       cfg.DialTimeout,
 			MaxConns:          cfg.MaxConnsPerBackend,
 			MaxIdleConnTime:   cfg.BackendIdleTimeout,
@@ -259,7 +260,7 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 		// Bodies stream: this much of one is read ahead into memory, the
 		// rest flows through as the backend takes it.
 		StreamRequestBody:  true,
-		MaxRequestBodySize: pool.SmallBody,
+		MaxRequestBodySize: upstream.SmallBody,
 		ReadBufferSize:     cfg.MaxHeaderSize,
 		Concurrency:        cfg.MaxClientConns,
 		CloseOnShutdown:    true,

@@ -1,4 +1,4 @@
-package pool
+package upstream
 
 import (
 	"bufio"
@@ -69,7 +69,7 @@ var errUnrequested101 = errors.New("backend switched protocols although no upgra
 // fasthttp's own retries are off (MaxIdemponentCallAttempts 1): the proxy
 // retries on another backend, using the Stage of the error.
 type transport struct {
-	b *Backend
+	b *Client
 }
 
 // maxStaleInARow bounds how many dead pooled connections one request

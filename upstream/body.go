@@ -1,4 +1,4 @@
-package pool
+package upstream
 
 import (
 	"bufio"
@@ -46,7 +46,7 @@ type Body struct {
 
 	sent     int64 // body bytes handed to the client side
 	release  func(reuse bool)
-	b        *Backend
+	b        *Client
 	detached bool
 	lastSet  time.Time // when the deadlines were last moved
 }

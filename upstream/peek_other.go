@@ -1,6 +1,6 @@
 //go:build !linux
 
-package pool
+package upstream
 
 // peekPending is only implemented on Linux; elsewhere the check after each
 // response still catches bytes that arrived with the answer.
