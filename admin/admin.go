@@ -12,12 +12,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"gopher-equalizer/limits"
+	"gopher-equalizer/metrics"
+
 	"github.com/fasthttp/router"
 	"github.com/goccy/go-json"
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/pprofhandler"
-	"gopher-equalizer/metrics"
 
 	"gopher-equalizer/limiter"
 	"gopher-equalizer/pool"
@@ -44,6 +46,8 @@ type Config struct {
 	// Pools lists every pool by name, "default" included (nil: the pool
 	// given to New is the only one, "default").
 	Pools func() []metrics.NamedPool
+	// Limits lists every limit, "default" first (nil: GET /limits is empty).
+	Limits func() []*limits.Limit
 }
 
 // API is the admin handler.
@@ -89,6 +93,7 @@ func (a *API) Handler() fasthttp.RequestHandler {
 	}
 	// /backends is the pool "default"; /pools/{pool}/backends any pool.
 	r.GET("/pools", read(a.listPools))
+	r.GET("/limits", read(a.listLimits))
 	for _, prefix := range []string{"/backends", "/pools/{pool}/backends"} {
 		r.GET(prefix, read(a.listBackends))
 		r.POST(prefix, write(a.addBackend))

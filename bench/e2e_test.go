@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"gopher-equalizer/limits"
 	"gopher-equalizer/metrics"
 	"gopher-equalizer/upstream"
 
@@ -60,7 +61,7 @@ func setupRoutes(b *testing.B, lim *limiter.Limiter, n int) *fasthttp.HostClient
 			specs = append(specs, route.Spec{Name: fmt.Sprint("r", i), Match: route.MatchSpec{Host: fmt.Sprintf("h%d.test", i), PathPrefix: fmt.Sprintf("/svc%d/", i)}})
 		}
 		specs = append(specs, route.Spec{Name: "bench", Match: route.MatchSpec{Host: "proxy.test", PathPrefix: "/"}})
-		table, _, err := route.Compile(specs, map[string]*pool.Pool{route.DefaultPool: p})
+		table, _, err := route.Compile(specs, map[string]*pool.Pool{route.DefaultPool: p}, map[string]*limits.Limit{"default": px.DefaultLimit()})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -125,3 +125,37 @@ func TestAdminWritesKeepLaterSpending(t *testing.T) {
 	echo()
 	check("after PUT", 10)
 }
+
+// TestRefundUnderConcurrency: requests charge two limits in turn and give
+// the first token back when the second refuses; whatever the interleaving,
+// the first limit is charged exactly the requests both admitted.
+func TestRefundUnderConcurrency(t *testing.T) {
+	for round := range 20 {
+		wide, _ := newTest(10_000, 1e-3)
+		narrow, _ := newTest(300, 1e-3)
+		var admitted atomic.Int64
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for range 200 {
+					if !wide.Allow([]byte("k"), t0).Allowed {
+						continue
+					}
+					if !narrow.Allow([]byte("k"), t0).Allowed {
+						wide.Refund([]byte("k"))
+						continue
+					}
+					admitted.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		b, _ := wide.Get("k", t0)
+		if used := 10_000 - b.WholeTokens(); used != admitted.Load() || admitted.Load() != 300 {
+			t.Fatalf("round %d: %d admitted by both, the wide limit charged %d", round, admitted.Load(), used)
+		}
+		if row, _ := wide.buckets.Load("k"); row.spent.Load() != 300 {
+			t.Fatalf("round %d: %d unsynced, want 300", round, row.spent.Load())
+		}
+	}
+}

@@ -209,6 +209,33 @@ func (l *Limiter) Allow(key []byte, now int64) Decision {
 	return d
 }
 
+// Refund gives back the token an Allow of key just charged, for a request
+// that another limit refused: a request refused by one limit is charged to
+// none. Its unsynced count goes down too, unless a sync sent it meanwhile
+// (then the store keeps one token too many, never one too few).
+func (l *Limiter) Refund(key []byte) {
+	b := l.lookup(key)
+	if b == nil {
+		return
+	}
+	p := b.params.Load()
+	for {
+		tat := b.tat.Load()
+		if b.tat.CompareAndSwap(tat, tat-p.interval) {
+			break
+		}
+	}
+	if !l.cfg.Persist {
+		return
+	}
+	for {
+		n := b.spent.Load()
+		if n == 0 || b.spent.CompareAndSwap(n, n-1) {
+			return
+		}
+	}
+}
+
 func (l *Limiter) lookup(key []byte) *bucket {
 	// The map only reads the key during Load, so a string that aliases the
 	// caller's buffer is safe and saves a copy.
@@ -654,6 +681,12 @@ func (l *Limiter) MostLimited(n int, now int64) []Limited {
 		out = append(out, Limited{Bucket: l.snapshot(e.b, now), Wait: time.Duration(e.wait)})
 	}
 	return out
+}
+
+// Defaults are the capacity and rate of the buckets made on first sight.
+func (l *Limiter) Defaults() Defaults {
+	p := l.defaults.Load()
+	return Defaults{Capacity: p.capacity, RatePerSec: p.rate}
 }
 
 // SetDefaults changes the bucket of clients without an admin bucket: new

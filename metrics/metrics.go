@@ -16,6 +16,7 @@ import (
 
 	"gopher-equalizer/histogram"
 	"gopher-equalizer/limiter"
+	"gopher-equalizer/limits"
 	"gopher-equalizer/pool"
 	"gopher-equalizer/proxy"
 	"gopher-equalizer/route"
@@ -26,7 +27,9 @@ type Sources struct {
 	Proxy *proxy.Proxy
 	Pool  *pool.Pool // the pool "default"
 	// Pools lists every pool, "default" first (nil: Pool only).
-	Pools   func() []NamedPool
+	Pools func() []NamedPool
+	// Limits lists every limit, "default" first (nil: none besides it).
+	Limits  func() []*limits.Limit
 	Limiter *limiter.Limiter // nil: limiting off
 	// Persist is set when a store is synced (PostgreSQL).
 	Persist bool
@@ -95,7 +98,8 @@ var (
 	healthyDesc       = desc("equalizer_healthy_backends", "Backends in rotation.")
 	routeRequestsDesc = desc("equalizer_route_requests_total", "Requests each route took, by how they ended (the outcomes of equalizer_requests_total). Requests answered before routing (bad_request, request_timeout, header_too_large, no_route, denied) have no route.",
 		"route", "outcome")
-	backendPoolDesc = desc("equalizer_backend_pool", "1 for each pool a backend belongs to: join the backend_* series on backend to get their pool.", "backend", "pool")
+	limitDecisionsDesc = desc("equalizer_limit_decisions_total", "Decisions of each limit: allowed (a token charged), limited (refused, 429), would_limit (a shadow limit found no token and let the request through).", "limit", "result")
+	backendPoolDesc    = desc("equalizer_backend_pool", "1 for each pool a backend belongs to: join the backend_* series on backend to get their pool.", "backend", "pool")
 
 	backendRequestsDesc  = desc("equalizer_backend_requests_total", "Requests sent to a backend, retries included.", "backend")
 	backendResponsesDesc = desc("equalizer_backend_responses_total", "Response heads received from a backend, by status class.", "backend", "code")
@@ -155,6 +159,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			seen[b.URL] = true
 			c.backend(ch, b, counter, gauge)
+		}
+	}
+	if c.src.Limits != nil {
+		for _, l := range c.src.Limits() {
+			for r := range limits.NumResults {
+				counter(limitDecisionsDesc, l.Decisions[r].Load(), l.Name, limits.ResultNames[r])
+			}
 		}
 	}
 	routeTotals := map[string]*route.Counts{}

@@ -84,6 +84,12 @@ func (a *accessLogger) write(ctx *fasthttp.RequestCtx, x *exchange, sent int64) 
 	if x.route != nil {
 		ev = ev.Str("route", x.route.Name)
 	}
+	if x.limit != nil {
+		ev = ev.Str("limit", x.limit.Name)
+	}
+	if x.wouldLimit {
+		ev = ev.Bool("would_limit", true)
+	}
 	if x.backend != nil {
 		ev = ev.Str("backend", x.backend.URL)
 	}

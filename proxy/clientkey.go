@@ -114,6 +114,25 @@ func (k *ClientKey) appendKey(dst []byte, f *fields, peer netip.Addr, trusted bo
 	return addr.AppendTo(dst), nil
 }
 
+// String is the key as EQUALIZER_CLIENT_KEY writes it.
+func (k *ClientKey) String() string {
+	if k.header != nil {
+		return "header:" + string(k.header)
+	}
+	return "ip"
+}
+
+// appendIP appends the client's address as the ip key has it (trusted
+// proxies, and IPv6 cut to the prefix).
+func (k *ClientKey) appendIP(dst []byte, f *fields, peer netip.Addr, trusted bool) []byte {
+	addr := k.clientAddr(f, peer, trusted)
+	if addr.Is6() && k.ipv6Prefix < 128 {
+		p, _ := addr.Prefix(k.ipv6Prefix)
+		return p.AppendTo(dst)
+	}
+	return addr.AppendTo(dst)
+}
+
 // clientAddr is the client's address: the peer, or behind a trusted proxy
 // the rightmost untrusted X-Forwarded-For hop.
 func (k *ClientKey) clientAddr(f *fields, peer netip.Addr, trusted bool) netip.Addr {

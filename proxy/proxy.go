@@ -19,6 +19,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"gopher-equalizer/limiter"
+	"gopher-equalizer/limits"
 	"gopher-equalizer/logthrottle"
 	"gopher-equalizer/pool"
 	"gopher-equalizer/route"
@@ -55,7 +56,10 @@ type Proxy struct {
 	deny    atomic.Pointer[[]netip.Prefix]
 	limiter *limiter.Limiter // nil: no rate limiting
 	key     ClientKey
-	Stats   Stats
+	// defaultLimit is the limit "default": limiter and key above.
+	defaultLimit *limits.Limit
+	exempt       atomic.Pointer[[]netip.Prefix]
+	Stats        Stats
 	// RouteCounts are the requests of each route by outcome.
 	RouteCounts route.Counters
 
@@ -71,8 +75,13 @@ func New(cfg Config, p *pool.Pool, lim *limiter.Limiter, key ClientKey, log zero
 	px := &Proxy{cfg: cfg, limiter: lim, key: key, ids: newRequestIDs(cfg.RequestIDHeader),
 		access: newAccessLogger(cfg.AccessLog),
 		errLog: logthrottle.New(log, 10*time.Second)}
-	px.SetRoutes(route.CatchAll(p))
+	if lim != nil {
+		def := lim.Defaults()
+		px.defaultLimit = &limits.Limit{Name: "default", Lim: lim, KeyText: key.String(), Capacity: def.Capacity, Rate: def.RatePerSec}
+	}
+	px.SetRoutes(route.CatchAll(p, px.defaultLimit))
 	px.SetDeny(nil)
+	px.SetExempt(nil)
 	return px
 }
 
@@ -93,6 +102,12 @@ func (p *Proxy) Routes() *route.Table { return p.routes.Load() }
 
 // SetDeny replaces the addresses answered 403 before anything else.
 func (p *Proxy) SetDeny(cidrs []netip.Prefix) { p.deny.Store(&cidrs) }
+
+// SetExempt replaces the addresses no limit charges.
+func (p *Proxy) SetExempt(cidrs []netip.Prefix) { p.exempt.Store(&cidrs) }
+
+// DefaultLimit is the limit "default" (nil with limiting off).
+func (p *Proxy) DefaultLimit() *limits.Limit { return p.defaultLimit }
 
 // ServeHTTP handles one request.
 func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
@@ -139,9 +154,12 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 	x.route = rt
 	backends := rt.Pool
 
-	var d limiter.Decision
 	keyedPick := backends.NeedsKey()
-	if p.limiter != nil || keyedPick {
+	lims := rt.Limits
+	if p.limiter == nil || (len(lims) > 0 && p.isExempt(&f, peer, trusted)) {
+		lims = nil
+	}
+	if keyedPick || (len(lims) > 0 && rt.DefaultKey) {
 		key, err := p.key.appendKey(x.keyBuf[:0], &f, peer, trusted)
 		if err != nil {
 			x.answer(ctx, BadRequest, err.Error()+"\n", fasthttp.StatusBadRequest)
@@ -149,13 +167,15 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 		}
 		x.keyLen = len(key)
 	}
-	if p.limiter != nil {
-		d = p.limiter.Allow(x.key(), ctx.Time().UnixNano())
-		if !d.Allowed {
-			p.refuse(ctx, x, &d)
+	if len(lims) > 0 {
+		var ipBuf [64]byte
+		var ipKey []byte
+		if len(lims) > 1 || !rt.DefaultKey {
+			ipKey = p.key.appendIP(ipBuf[:0], &f, peer, trusted)
+		}
+		if !p.charge(ctx, x, rt, ipKey) {
 			return
 		}
-		p.Stats.admit()
 	}
 
 	if keyedPick {
@@ -225,8 +245,8 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 	stripResponse(&ctx.Response.Header)
 	p.streamResponse(ctx, http10)
 	x.outcome = Forwarded
-	if p.cfg.RateLimitHeaders && p.limiter != nil {
-		setRateLimitHeaders(&ctx.Response.Header, &d)
+	if p.cfg.RateLimitHeaders && len(lims) > 0 {
+		setLimitFields(&ctx.Response.Header, x, rt)
 	}
 }
 

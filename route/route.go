@@ -17,6 +17,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"gopher-equalizer/limits"
 	"gopher-equalizer/pool"
 )
 
@@ -35,6 +36,10 @@ type Route struct {
 	// Counts are the route's requests by the proxy's outcome; routes of
 	// the same name share them across reloads (see Counters).
 	Counts *Counts
+	// Limits are charged for each request, all or none; empty: unlimited.
+	Limits []*limits.Limit
+	// DefaultKey: some limit keys by the proxy's client key.
+	DefaultKey bool
 
 	m matcher
 }
@@ -57,6 +62,9 @@ func NewTable(routes []Route) *Table {
 		r := &t.routes[i]
 		r.Index = i
 		t.path = t.path || r.m.path != nil || r.m.prefix != nil
+		for _, l := range r.Limits {
+			r.DefaultKey = r.DefaultKey || l.Key == nil
+		}
 	}
 	return t
 }

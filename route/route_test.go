@@ -40,7 +40,7 @@ func TestMatchFirstWins(t *testing.T) {
 		{Name: "static", Match: MatchSpec{PathPrefix: "/static/"}, Pool: "static", StripPrefix: true},
 		{Name: "beta", Match: MatchSpec{Headers: map[string]string{"X-Beta": "on"}}, Pool: "api"},
 		{Name: "rest", Match: MatchSpec{PathPrefix: "/"}},
-	}, pools())
+	}, pools(), nil)
 	if err != nil || len(warnings) != 0 {
 		t.Fatal(err, warnings)
 	}
@@ -77,7 +77,7 @@ func TestMatchFirstWins(t *testing.T) {
 }
 
 func TestNoRouteMatches(t *testing.T) {
-	table, _, err := Compile([]Spec{{Match: MatchSpec{Host: "a.test"}}}, pools())
+	table, _, err := Compile([]Spec{{Match: MatchSpec{Host: "a.test"}}}, pools(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestNoRouteMatches(t *testing.T) {
 func TestUpstreamPath(t *testing.T) {
 	f := func(prefix, path, want string) {
 		t.Helper()
-		table, _, err := Compile([]Spec{{Match: MatchSpec{PathPrefix: prefix}, StripPrefix: true}}, pools())
+		table, _, err := Compile([]Spec{{Match: MatchSpec{PathPrefix: prefix}, StripPrefix: true}}, pools(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,7 +107,7 @@ func TestUpstreamPath(t *testing.T) {
 func TestCompileErrorsNameThePlace(t *testing.T) {
 	f := func(want string, specs ...Spec) {
 		t.Helper()
-		_, _, err := Compile(specs, pools())
+		_, _, err := Compile(specs, pools(), nil)
 		if err == nil || !strings.HasPrefix(err.Error(), want) {
 			t.Errorf("got %v, want an error starting %q", err, want)
 		}
@@ -133,7 +133,7 @@ func TestShadowedRoutesWarn(t *testing.T) {
 		{Name: "users", Match: MatchSpec{PathPrefix: "/v1/users/", Methods: []string{"GET"}}},
 		{Name: "all", Match: MatchSpec{}},
 		{Name: "late", Match: MatchSpec{Host: "a.test"}},
-	}, pools())
+	}, pools(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ func benchTable(b testing.TB, n int) *Table {
 		}
 	}
 	specs = append(specs, Spec{Name: "last", Match: MatchSpec{Host: "shop.example.com", PathPrefix: "/v1/"}})
-	t, _, err := Compile(specs, pools())
+	t, _, err := Compile(specs, pools(), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

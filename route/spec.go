@@ -6,6 +6,7 @@ import (
 	"path"
 	"strings"
 
+	"gopher-equalizer/limits"
 	"gopher-equalizer/pool"
 )
 
@@ -15,7 +16,13 @@ type Spec struct {
 	Match       MatchSpec
 	Pool        string // empty: "default"
 	StripPrefix bool
+	// Limits names the limits charged; nil (not written): the limit
+	// "default"; empty: none.
+	Limits []string
 }
+
+// MaxLimits is the most limits one route may charge.
+const MaxLimits = 8
 
 // MatchSpec holds a route's conditions; empty ones match anything.
 type MatchSpec struct {
@@ -31,15 +38,20 @@ type MatchSpec struct {
 const DefaultPool = "default"
 
 // CatchAll is the table of a configuration without routes: every request
-// goes to p.
-func CatchAll(p *pool.Pool) *Table {
-	return NewTable([]Route{{Name: "default", Pool: p, PoolName: DefaultPool}})
+// goes to p, charged to def (nil: unlimited).
+func CatchAll(p *pool.Pool, def *limits.Limit) *Table {
+	r := Route{Name: "default", Pool: p, PoolName: DefaultPool}
+	if def != nil {
+		r.Limits = []*limits.Limit{def}
+	}
+	return NewTable([]Route{r})
 }
 
-// Compile checks specs and builds their table over pools. An error names
-// its place (routes[2].pool: no pool "apii"). warnings name routes that can
-// never match because an earlier one catches everything they would.
-func Compile(specs []Spec, pools map[string]*pool.Pool) (t *Table, warnings []string, err error) {
+// Compile checks specs and builds their table over pools and limits (the
+// limit "default" included when limiting is on). An error names its place
+// (routes[2].pool: no pool "apii"). warnings name routes that can never
+// match because an earlier one catches everything they would.
+func Compile(specs []Spec, pools map[string]*pool.Pool, lims map[string]*limits.Limit) (t *Table, warnings []string, err error) {
 	routes := make([]Route, 0, len(specs))
 	names := map[string]int{}
 	for i, s := range specs {
@@ -69,15 +81,48 @@ func Compile(specs []Spec, pools map[string]*pool.Pool) (t *Table, warnings []st
 		if s.StripPrefix && m.prefix == nil {
 			return nil, nil, fmt.Errorf("%s.strip_prefix: the route has no match.path_prefix to strip", at)
 		}
+		charged, err := routeLimits(at, s.Limits, lims)
+		if err != nil {
+			return nil, nil, err
+		}
 		for j := range routes {
 			if routes[j].m.covers(&m) {
 				warnings = append(warnings, fmt.Sprintf("%s (%q) can never match: routes[%d] (%q) comes first and matches everything it would", at, name, j, routes[j].Name))
 				break
 			}
 		}
-		routes = append(routes, Route{Name: name, Pool: p, PoolName: poolName, StripPrefix: s.StripPrefix, m: m})
+		routes = append(routes, Route{Name: name, Pool: p, PoolName: poolName, StripPrefix: s.StripPrefix, Limits: charged, m: m})
 	}
 	return NewTable(routes), warnings, nil
+}
+
+// routeLimits resolves a route's limit names (nil: "default").
+func routeLimits(at string, names []string, lims map[string]*limits.Limit) ([]*limits.Limit, error) {
+	if names == nil {
+		if def, ok := lims["default"]; ok && def != nil {
+			return []*limits.Limit{def}, nil
+		}
+		return nil, nil
+	}
+	if len(names) > MaxLimits {
+		return nil, fmt.Errorf("%s.limits: %d limits; a route charges at most %d", at, len(names), MaxLimits)
+	}
+	out := []*limits.Limit{}
+	seen := map[string]bool{}
+	for j, name := range names {
+		l, ok := lims[name]
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("%s.limits[%d]: no limit %q", at, j, name)
+		case seen[name]:
+			return nil, fmt.Errorf("%s.limits[%d]: %q is listed twice", at, j, name)
+		}
+		seen[name] = true
+		if l != nil { // nil while only checking, or with limiting off
+			out = append(out, l)
+		}
+	}
+	return out, nil
 }
 
 // checkName keeps names usable as metric labels and in URLs.

@@ -159,10 +159,6 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 	if _, err := pools.apply(sec.pools); err != nil {
 		return err
 	}
-	routes, err := routeTable(sec, pools.byName(), log)
-	if err != nil {
-		return err
-	}
 
 	store, closeStore, err := openStore(cfg, log)
 	if err != nil {
@@ -244,8 +240,15 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 		RequestIDHeader:  cfg.RequestID,
 		AccessLog:        accessWriter,
 	}, backendPool, charged, key, log)
+	lims := &limitSet{def: px.DefaultLimit(), maxBuckets: cfg.MaxBuckets, log: log, ctx: healthCtx, wg: &background}
+	lims.apply(sec.limits)
+	routes, err := routeTable(sec, pools.byName(), lims.byName(), log)
+	if err != nil {
+		return err
+	}
 	px.SetRoutes(routes)
 	px.SetDeny(sec.deny)
+	px.SetExempt(sec.exempt)
 	proxyServer := &fasthttp.Server{
 		Handler:                       px.ServeHTTP,
 		Name:                          "",
@@ -268,8 +271,8 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 		Logger:             fasthttpLogger{log},
 	}
 	api := admin.New(admin.Config{Token: cfg.AdminToken, DefaultLimit: cfg.APIDefaultLimit, RatePerSec: cfg.RatePerSec(),
-		Hosts: cfg.AdminHosts, Pprof: cfg.Pprof, NewBackend: newBackend, SaveBackend: saveBackend, Pools: pools.list},
-		lim, backendPool, metrics.New(metrics.Sources{Proxy: px, Pool: backendPool, Pools: pools.list, Limiter: lim, Persist: cfg.DatabaseURL != "", AccessLogDropped: access.DroppedFunc(),
+		Hosts: cfg.AdminHosts, Pprof: cfg.Pprof, NewBackend: newBackend, SaveBackend: saveBackend, Pools: pools.list, Limits: lims.list},
+		lim, backendPool, metrics.New(metrics.Sources{Proxy: px, Pool: backendPool, Pools: pools.list, Limits: lims.list, Limiter: lim, Persist: cfg.DatabaseURL != "", AccessLogDropped: access.DroppedFunc(),
 			RejectedConns: func() uint64 { return uint64(proxyServer.GetRejectedConnectionsCount()) },
 			Capacity:      cfg.BucketCapacity, RefillPerSec: cfg.RatePerSec()}), log)
 	adminServer := &fasthttp.Server{
@@ -341,7 +344,7 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 	}
 
 	pgStore, _ := store.(*pgstore.Store)
-	reload := &reloader{cfg: cfg, environ: env, pool: backendPool, checker: checker, pools: pools, proxy: px, lim: lim, pg: pgStore,
+	reload := &reloader{cfg: cfg, environ: env, pool: backendPool, checker: checker, pools: pools, limits: lims, proxy: px, lim: lim, pg: pgStore,
 		access: access, certs: certs, newBackend: newBackend, applyStored: applyStored, log: log}
 	defer onSignal(syscall.SIGHUP, func() { reload.reload() })()
 

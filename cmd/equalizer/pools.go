@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"gopher-equalizer/limits"
 	"gopher-equalizer/metrics"
 	"gopher-equalizer/pool"
 	"gopher-equalizer/route"
@@ -140,13 +141,14 @@ func sortedNames(m map[string]*namedPool) []string {
 	return slices.Sorted(maps.Keys(m))
 }
 
-// routeTable compiles the routes over the pools (one catch-all route
-// without a routes: section), and logs the routes that can never match.
-func routeTable(sec sections, pools map[string]*pool.Pool, log zerolog.Logger) (*route.Table, error) {
+// routeTable compiles the routes over the pools and limits (one catch-all
+// route without a routes: section), and logs the routes that can never
+// match.
+func routeTable(sec sections, pools map[string]*pool.Pool, lims map[string]*limits.Limit, log zerolog.Logger) (*route.Table, error) {
 	if !sec.routed {
-		return route.CatchAll(pools[route.DefaultPool]), nil
+		return route.CatchAll(pools[route.DefaultPool], lims["default"]), nil
 	}
-	t, warnings, err := route.Compile(sec.routes, pools)
+	t, warnings, err := route.Compile(sec.routes, pools, lims)
 	for _, w := range warnings {
 		log.Warn().Msg(w)
 	}
@@ -160,6 +162,10 @@ func checkSections(sec sections) error {
 	for _, p := range sec.pools {
 		pools[p.name] = nil
 	}
-	_, err := routeTable(sec, pools, zerolog.Nop())
+	lims := map[string]*limits.Limit{"default": nil}
+	for _, l := range sec.limits {
+		lims[l.name] = nil
+	}
+	_, err := routeTable(sec, pools, lims, zerolog.Nop())
 	return err
 }

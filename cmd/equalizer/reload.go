@@ -26,7 +26,8 @@ type reloader struct {
 	environ    map[string]string // the process environment at start
 	pool       *pool.Pool        // "default"
 	checker    *pool.Checker
-	pools      *poolSet // the named ones
+	pools      *poolSet  // the named ones
+	limits     *limitSet // the named ones
 	proxy      *proxy.Proxy
 	lim        *limiter.Limiter
 	pg         *pgstore.Store // nil without a database
@@ -172,13 +173,15 @@ func (r *reloader) applyRouting(sec sections) {
 		r.log.Error().Err(err).Msg("configuration reload: pools not applied")
 		return
 	}
-	table, err := routeTable(sec, r.pools.byName(), r.log)
+	r.limits.apply(sec.limits)
+	table, err := routeTable(sec, r.pools.byName(), r.limits.byName(), r.log)
 	if err != nil { // checked before; a pool that failed to build
 		r.log.Error().Err(err).Msg("configuration reload: routes not applied")
 		return
 	}
 	r.proxy.SetRoutes(table)
 	r.proxy.SetDeny(sec.deny)
+	r.proxy.SetExempt(sec.exempt)
 	for _, np := range removed {
 		r.pools.drain(np)
 	}

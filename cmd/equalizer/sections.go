@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/goccy/go-yaml"
 
+	"gopher-equalizer/limits"
 	"gopher-equalizer/route"
 )
 
@@ -19,7 +21,7 @@ import (
 // settings are one pool "default" and one route that matches everything.
 
 // sectionKeys are the file's keys that are not variables.
-var sectionKeys = map[string]bool{"pools": true, "routes": true, "deny": true}
+var sectionKeys = map[string]bool{"pools": true, "routes": true, "deny": true, "limits": true, "exempt": true}
 
 // poolSpec is a named pool: its settings are the top-level pool settings,
 // each defaulting as the variable does.
@@ -28,11 +30,22 @@ type poolSpec struct {
 	cfg  Config // only the pool fields are meaningful
 }
 
+// limitSpec is a named limit as the file writes it.
+type limitSpec struct {
+	name     string
+	key      string
+	capacity int64
+	rate     string
+	mode     limits.Mode
+}
+
 // sections is what the routing sections say.
 type sections struct {
 	pools  []poolSpec // named pools besides "default", in name order
+	limits []limitSpec
 	routes []route.Spec
 	deny   []netip.Prefix
+	exempt []netip.Prefix
 	// routed: the file has a routes: section (else one catch-all route).
 	routed bool
 }
@@ -103,7 +116,86 @@ func (s *sections) parse(raw map[string]any) error {
 		}
 		s.deny = deny
 	}
+	if v, ok := raw["exempt"]; ok {
+		exempt, err := parseCIDRs("exempt", v)
+		if err != nil {
+			return err
+		}
+		s.exempt = exempt
+	}
+	if v, ok := raw["limits"]; ok {
+		m, ok := v.(map[string]any)
+		if !ok && v != nil {
+			return fmt.Errorf("limits: want a mapping of limit names to settings")
+		}
+		for _, name := range slices.Sorted(maps.Keys(m)) {
+			l, err := parseLimit(name, m[name])
+			if err != nil {
+				return err
+			}
+			s.limits = append(s.limits, l)
+		}
+	}
 	return nil
+}
+
+var limitKeys = []string{"key", "capacity", "rate", "mode", "delay", "concurrency"}
+
+func parseLimit(name string, v any) (limitSpec, error) {
+	at := "limits." + name
+	l := limitSpec{name: name, key: "ip"}
+	if err := route.CheckName(name); err != nil {
+		return l, fmt.Errorf("%s: %v", at, err)
+	}
+	if name == "default" {
+		return l, fmt.Errorf("%s: the limit default is the top-level bucket_* and client_key settings", at)
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return l, fmt.Errorf("%s: want a mapping with %s", at, strings.Join(limitKeys, ", "))
+	}
+	for _, key := range slices.Sorted(maps.Keys(m)) {
+		value := m[key]
+		var err error
+		switch key {
+		case "key":
+			if l.key, err = str(value); err == nil {
+				_, err = limits.ParseKey(l.key)
+			}
+		case "capacity":
+			n, isInt := wholeNumber(value)
+			if !isInt || n < 1 || n > 1<<40 {
+				err = fmt.Errorf("want a whole number of tokens from 1 to %d", int64(1)<<40)
+			}
+			l.capacity = n
+		case "rate":
+			if l.rate, err = str(value); err == nil {
+				_, err = limits.ParseRate(l.rate)
+			}
+		case "mode":
+			switch value {
+			case "enforce":
+			case "shadow":
+				l.mode = limits.Shadow
+			default:
+				err = fmt.Errorf("want enforce or shadow")
+			}
+		case "delay", "concurrency":
+			err = fmt.Errorf("not built yet in this version (see the README's Limits section)")
+		default:
+			return l, fmt.Errorf("%s.%s: unknown key (a limit takes %s)", at, key, strings.Join(limitKeys, ", "))
+		}
+		if err != nil {
+			return l, fmt.Errorf("%s.%s: %v", at, key, err)
+		}
+	}
+	switch {
+	case l.capacity == 0:
+		return l, fmt.Errorf("%s.capacity: missing (the burst: how many requests at once)", at)
+	case l.rate == "":
+		return l, fmt.Errorf("%s.rate: missing (such as 100/s, 5/m or 10000/d)", at)
+	}
+	return l, nil
 }
 
 func parsePool(name string, v any) (poolSpec, error) {
@@ -145,7 +237,7 @@ func parsePool(name string, v any) (poolSpec, error) {
 }
 
 var (
-	routeKeys = []string{"name", "match", "pool", "strip_prefix"}
+	routeKeys = []string{"name", "match", "pool", "strip_prefix", "limits"}
 	matchKeys = []string{"host", "path", "path_prefix", "methods", "headers"}
 )
 
@@ -172,6 +264,19 @@ func parseRoute(at string, v any) (route.Spec, error) {
 			r.Match, err = parseMatch(at+".match", value)
 			if err != nil {
 				return r, err
+			}
+		case "limits":
+			list, isList := value.([]any)
+			if !isList && value != nil {
+				err = fmt.Errorf("want a list of limit names, such as [per-ip, login], or [] for none")
+			}
+			r.Limits = []string{}
+			for i, item := range list {
+				s, serr := str(item)
+				if serr != nil {
+					return r, fmt.Errorf("%s.limits[%d]: %v", at, i, serr)
+				}
+				r.Limits = append(r.Limits, s)
 			}
 		default:
 			return r, fmt.Errorf("%s.%s: unknown key (a route takes %s)", at, key, strings.Join(routeKeys, ", "))
@@ -237,6 +342,19 @@ func parseMatch(at string, v any) (route.MatchSpec, error) {
 		}
 	}
 	return ms, nil
+}
+
+// wholeNumber takes a YAML integer.
+func wholeNumber(v any) (int64, bool) {
+	switch x := v.(type) {
+	case int:
+		return int64(x), true
+	case int64:
+		return x, true
+	case uint64:
+		return int64(min(x, 1<<62)), true
+	}
+	return 0, false
 }
 
 // str takes a YAML scalar as a string (numbers too: a header value of 1).

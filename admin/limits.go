@@ -1,0 +1,35 @@
+package admin
+
+import (
+	"github.com/valyala/fasthttp"
+
+	"gopher-equalizer/limits"
+)
+
+// limitJSON is a limit as GET /limits shows it; unset settings are left
+// out. buckets counts the buckets in memory.
+type limitJSON struct {
+	Name     string            `json:"name"`
+	Key      string            `json:"key"`
+	Capacity int64             `json:"capacity"`
+	Rate     string            `json:"rate,omitempty"`
+	RatePerS float64           `json:"rate_per_sec"`
+	Mode     string            `json:"mode"`
+	Buckets  int               `json:"buckets"`
+	Results  map[string]uint64 `json:"decisions"`
+}
+
+func (a *API) listLimits(ctx *fasthttp.RequestCtx) {
+	out := []limitJSON{}
+	if a.cfg.Limits != nil {
+		for _, l := range a.cfg.Limits() {
+			v := limitJSON{Name: l.Name, Key: l.KeyText, Capacity: l.Capacity, Rate: l.RateText, RatePerS: l.Rate,
+				Mode: l.Mode.String(), Buckets: l.Lim.Len(), Results: map[string]uint64{}}
+			for r := range limits.NumResults {
+				v.Results[limits.ResultNames[r]] = l.Decisions[r].Load()
+			}
+			out = append(out, v)
+		}
+	}
+	writeJSON(ctx, fasthttp.StatusOK, out)
+}

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const limitsFile = `
+backends: [%q]
+bucket_capacity: 1000
+bucket_refill_amount: 1000
+trusted_proxies: [127.0.0.1/32]
+limits:
+  login:    {key: ip, capacity: 5, rate: 5/m}
+  per-sec:  {key: "header:X-Api-Key", capacity: 10, rate: 10/s}
+  per-day:  {key: "header:X-Api-Key", capacity: 12, rate: 12/d}
+  new-rule: {key: "ip+cookie:session", capacity: 3, rate: 3/h, mode: shadow}
+routes:
+  - name: login
+    match: {path: /login, methods: [POST]}
+    limits: [login, default]
+  - name: api
+    match: {path_prefix: /api/}
+    limits: [per-day, per-sec]
+  - name: static
+    match: {path_prefix: /static/}
+    limits: []
+  - name: shadowed
+    match: {path_prefix: /try/}
+    limits: [new-rule]
+  - name: rest
+    match: {}
+exempt: [10.1.0.0/16]
+`
+
+// TestLimitsPerRoute: the login form at 5 per minute and the API keyed by
+// its header on one file; two limits on one route (the stricter decides,
+// the other is charged only by requests both admit); exempt behind a
+// trusted proxy; shadow mode; the IETF fields and the problem body; the
+// counters per limit.
+func TestLimitsPerRoute(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "equalizer.yaml")
+	writeFile(t, file, fmt.Sprintf(limitsFile, okBackend(t)))
+	in := startInstance(t, map[string]string{"EQUALIZER_CONFIG_FILE": file})
+	status := func(method, target string, headers ...string) int {
+		t.Helper()
+		s, _ := rawGet(t, in.proxy, method, target, "shop.test", headers...)
+		return s
+	}
+	count := func(n int, method, target string, headers ...string) (ok, limited int) {
+		t.Helper()
+		for range n {
+			switch s := status(method, target, headers...); s {
+			case 200:
+				ok++
+			case 429:
+				limited++
+			default:
+				t.Fatalf("%s %s: %d", method, target, s)
+			}
+		}
+		return ok, limited
+	}
+	// /login: 5 per minute per address, then 429 naming the limit.
+	if ok, limited := count(7, "POST", "/login"); ok != 5 || limited != 2 {
+		t.Fatalf("POST /login: %d admitted, %d limited; want 5 and 2", ok, limited)
+	}
+	_, hdr, body := in.post(t, "/login", "Accept", "application/problem+json")
+	if hdr.Get("RateLimit-Policy") != `"login";q=5;w=60` || !strings.HasPrefix(hdr.Get("RateLimit"), `"login";r=0;t=`) ||
+		hdr.Get("Retry-After") == "" || !strings.HasPrefix(hdr.Get("Content-Type"), "application/problem+json") {
+		t.Errorf("429 fields: %v", hdr)
+	}
+	var problem struct {
+		Type     string   `json:"type"`
+		Status   int      `json:"status"`
+		Violated []string `json:"violated-policies"`
+	}
+	if err := json.Unmarshal([]byte(body), &problem); err != nil || problem.Status != 429 ||
+		!strings.HasSuffix(problem.Type, "#quota-exceeded") || len(problem.Violated) != 1 || problem.Violated[0] != "login" {
+		t.Errorf("problem body %q (%v)", body, err)
+	}
+	// The other routes of the same client are not touched by the login limit.
+	if s := status("GET", "/other"); s != 200 {
+		t.Fatalf("GET /other after the login limit: %d", s)
+	}
+	// Behind the trusted proxy, an exempt address is never charged.
+	if ok, _ := count(8, "POST", "/login", "X-Forwarded-For", "10.1.2.3"); ok != 8 {
+		t.Fatalf("exempt client: %d of 8 admitted", ok)
+	}
+	// Two limits: 10 at once per second, 12 per day. The 10 of the first
+	// second, then 429 from per-sec, which must not charge per-day.
+	if ok, limited := count(14, "GET", "/api/x", "X-Api-Key", "k1"); ok != 10 || limited != 4 {
+		t.Fatalf("api: %d admitted, %d limited; want 10 and 4", ok, limited)
+	}
+	// per-day was charged first each time, and given its token back when
+	// per-sec refused: 2 of its 12 are left. A second later per-sec has
+	// refilled; per-day admits exactly 2, then refuses, naming itself.
+	time.Sleep(1100 * time.Millisecond)
+	if ok, limited := count(4, "GET", "/api/x", "X-Api-Key", "k1"); ok != 2 || limited != 2 {
+		t.Fatalf("api a second later: %d admitted, %d limited; want 2 and 2 (per-day charged only for admitted requests)", ok, limited)
+	}
+	_, hdr, _ = in.get(t, "/api/x", "X-Api-Key", "k1")
+	if !strings.HasPrefix(hdr.Get("RateLimit-Policy"), `"per-day";q=12;w=86400`) {
+		t.Errorf("the api 429 should name per-day: %v", hdr)
+	}
+	var lims []struct {
+		Name      string
+		Capacity  int64
+		Mode      string
+		Buckets   int
+		Decisions map[string]uint64
+	}
+	_, raw := in.adminCall(t, "GET", "/limits", "")
+	if err := json.Unmarshal([]byte(raw), &lims); err != nil {
+		t.Fatalf("/limits: %v %s", err, raw)
+	}
+	byName := map[string]int{}
+	for i, l := range lims {
+		byName[l.Name] = i
+	}
+	if len(lims) != 5 || lims[0].Name != "default" {
+		t.Fatalf("/limits: %s", raw)
+	}
+	if d := lims[byName["per-day"]].Decisions; d["allowed"] != 12 || d["limited"] != 3 {
+		t.Errorf("per-day: %v, want 12 allowed and 3 limited", d)
+	}
+	if d := lims[byName["per-sec"]].Decisions; d["allowed"] != 12 || d["limited"] != 4 {
+		t.Errorf("per-sec: %v, want 12 allowed and 4 limited", d)
+	}
+	// Per key: another key has its own buckets.
+	if ok, _ := count(3, "GET", "/api/x", "X-Api-Key", "k2"); ok != 3 {
+		t.Fatalf("another key: %d of 3 admitted", ok)
+	}
+	// A request without the header is keyed by its address, not by one
+	// shared empty key.
+	if s := status("GET", "/api/x"); s != 200 {
+		t.Fatalf("no key header: %d", s)
+	}
+	// Static is unlimited; shadow mode never refuses but counts.
+	if ok, _ := count(20, "GET", "/static/a"); ok != 20 {
+		t.Fatalf("static: %d of 20", ok)
+	}
+	if ok, _ := count(6, "GET", "/try/x", "Cookie", "session=abc"); ok != 6 {
+		t.Fatalf("shadow: %d of 6 admitted", ok)
+	}
+	_, raw = in.adminCall(t, "GET", "/limits", "")
+	json.Unmarshal([]byte(raw), &lims) //nolint:errcheck
+	if d := lims[byName["new-rule"]].Decisions; d["would_limit"] != 3 || d["allowed"] != 3 {
+		t.Errorf("new-rule (shadow): %v, want 3 allowed and 3 would_limit", d)
+	}
+	m, _ := in.scrape(t)
+	if m[`equalizer_limit_decisions_total{limit="login",result="limited"}`] != 3 ||
+		m[`equalizer_limit_decisions_total{limit="new-rule",result="would_limit"}`] != 3 {
+		t.Errorf("decision metrics: login limited %v, new-rule would_limit %v",
+			m[`equalizer_limit_decisions_total{limit="login",result="limited"}`], m[`equalizer_limit_decisions_total{limit="new-rule",result="would_limit"}`])
+	}
+	in.stop(t, syscall.SIGTERM)
+}
+
+// TestLimitMistakesStopStartUp: one line naming the place, exit code 2.
+func TestLimitMistakesStopStartUp(t *testing.T) {
+	dir := t.TempDir()
+	for i, c := range []struct{ body, want string }{
+		{"limits:\n  a: {capacity: 5, rate: 5/fortnight}\n", `limits.a.rate: "5/fortnight"`},
+		{"limits:\n  a: {capacity: 5, rate: 5/m, key: \"header:\"}\n", `limits.a.key`},
+		{"limits:\n  a: {rate: 5/m}\n", `limits.a.capacity: missing`},
+		{"limits:\n  a: {capacity: 5, rate: 5/m, mode: dry}\n", `limits.a.mode: want enforce or shadow`},
+		{"limits:\n  a: {capacity: 5, rate: 5/m, burst: 3}\n", `limits.a.burst: unknown key`},
+		{"routes:\n  - match: {}\n    limits: [apii]\n", `routes[0].limits[0]: no limit "apii"`},
+		{"exempt: [10.0.0.0/33]\n", `exempt[0]`},
+	} {
+		file := filepath.Join(dir, fmt.Sprintf("l%d.yaml", i))
+		writeFile(t, file, c.body)
+		cmd := newCmd(t, map[string]string{"EQUALIZER_CONFIG_FILE": file, "EQUALIZER_LISTEN": freeAddr(t), "EQUALIZER_ADMIN_LISTEN": freeAddr(t)})
+		out, _ := cmd.CombinedOutput()
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if code := cmd.ProcessState.ExitCode(); code != 2 || len(lines) != 1 || !strings.Contains(lines[0], c.want) {
+			t.Errorf("%q: exit %d, output %q, want one line with %q", c.body, code, out, c.want)
+		}
+	}
+}
+
+// post sends a POST without a body to the proxy.
+func (in *instance) post(t *testing.T, path string, header ...string) (int, http.Header, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", "http://"+in.proxy+path, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(body)
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"gopher-equalizer/limiter"
+	"gopher-equalizer/limits"
+)
+
+// limitSet holds the named limits of the configuration file besides the
+// limit "default" (the top-level bucket_* and client_key settings). Each
+// keeps its buckets in memory on this instance, with eviction at
+// EQUALIZER_MAX_BUCKETS like the default limit's. A reload keeps a limit
+// whose key stays (its buckets move to a changed capacity or rate, as the
+// default limit's do), makes a new one for a new key, and drops removed
+// ones.
+type limitSet struct {
+	def        *limits.Limit // nil with limiting off
+	maxBuckets int
+	log        zerolog.Logger
+	ctx        context.Context // ends the sweepers
+	wg         *sync.WaitGroup
+
+	mu    sync.Mutex
+	named map[string]*namedLimit
+}
+
+type namedLimit struct {
+	limit *limits.Limit
+	stop  context.CancelFunc
+}
+
+func (s *limitSet) build(spec limitSpec) *namedLimit {
+	key, _ := limits.ParseKey(spec.key)    // checked when parsed
+	rate, _ := limits.ParseRate(spec.rate) // checked when parsed
+	lim := limiter.New(limiter.Config{Capacity: spec.capacity, RatePerSec: rate, MaxBuckets: s.maxBuckets}, limiter.NewMemoryStore())
+	ctx, cancel := context.WithCancel(s.ctx)
+	s.wg.Go(func() { lim.RunSweeper(ctx) })
+	return &namedLimit{stop: cancel, limit: &limits.Limit{Name: spec.name, Lim: lim, Key: key, KeyText: spec.key,
+		Mode: spec.mode, Capacity: spec.capacity, Rate: rate, RateText: spec.rate}}
+}
+
+// apply makes the set match specs.
+func (s *limitSet) apply(specs []limitSpec) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := map[string]*namedLimit{}
+	for _, spec := range specs {
+		old, ok := s.named[spec.name]
+		if !ok || old.limit.KeyText != spec.key {
+			if ok {
+				old.stop()
+			}
+			next[spec.name] = s.build(spec)
+			continue
+		}
+		rate, _ := limits.ParseRate(spec.rate)
+		l := old.limit
+		if l.Capacity != spec.capacity || l.Rate != rate {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			if err := l.Lim.SetDefaults(ctx, spec.capacity, rate, time.Now().UnixNano()); err != nil {
+				s.log.Error().Err(err).Str("limit", spec.name).Msg("configuration reload: the limit's buckets keep their old size")
+			}
+			cancel()
+		}
+		// A new Limit (the old one is immutable and may be in use); the
+		// buckets and counters carry over.
+		nl := &limits.Limit{Name: spec.name, Lim: l.Lim, Key: l.Key, KeyText: spec.key, Mode: spec.mode,
+			Capacity: spec.capacity, Rate: rate, RateText: spec.rate}
+		for i := range nl.Decisions {
+			nl.Decisions[i].Store(l.Decisions[i].Load())
+		}
+		next[spec.name] = &namedLimit{limit: nl, stop: old.stop}
+	}
+	for name, old := range s.named {
+		if _, ok := next[name]; !ok {
+			old.stop()
+		}
+	}
+	s.named = next
+}
+
+// byName maps every limit's name to it, "default" included.
+func (s *limitSet) byName() map[string]*limits.Limit {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := map[string]*limits.Limit{"default": s.def}
+	for name, nl := range s.named {
+		m[name] = nl.limit
+	}
+	return m
+}
+
+// list is every limit, "default" first, for /limits and /metrics.
+func (s *limitSet) list() []*limits.Limit {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*limits.Limit
+	if s.def != nil {
+		out = append(out, s.def)
+	}
+	for _, name := range slices.Sorted(maps.Keys(s.named)) {
+		out = append(out, s.named[name].limit)
+	}
+	return out
+}

@@ -1,0 +1,155 @@
+package proxy
+
+import (
+	"bytes"
+	"net/netip"
+	"strconv"
+
+	"github.com/valyala/fasthttp"
+
+	"gopher-equalizer/limiter"
+	"gopher-equalizer/limits"
+	"gopher-equalizer/route"
+)
+
+// Charging a route's limits: every limit of the route is charged, in the
+// route's order, and a request refused by one enforcing limit is charged
+// to none (the tokens already taken are given back), as nginx does with
+// several limit_req zones on a location. A shadow limit never refuses: it
+// counts would_limit. Nothing here allocates or locks.
+
+// charge charges rt's limits for the request; it answers and returns false
+// when one refuses. ipKey is the client's address as the limit "default"
+// keys it; defaultKey is the default limit's key (x.key()).
+func (p *Proxy) charge(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, ipKey []byte) bool {
+	now := ctx.Time().UnixNano()
+	var charged [route.MaxLimits]bool
+	for i, l := range rt.Limits {
+		d := l.Lim.Allow(p.limitKey(x, l, &ctx.Request, ipKey), now)
+		switch {
+		case d.Allowed:
+			charged[i] = true
+			x.decisions[i] = d
+		case l.Mode == limits.Shadow && !d.TableFull:
+			l.Decisions[limits.WouldLimit].Add(1)
+			x.wouldLimit = true
+		default:
+			p.giveBack(x, rt, charged[:i], &ctx.Request, ipKey)
+			if !d.TableFull {
+				l.Decisions[limits.Limited].Add(1)
+			}
+			x.limit = l
+			p.refuseLimit(ctx, x, l, &d)
+			return false
+		}
+	}
+	for i, l := range rt.Limits {
+		if charged[i] {
+			l.Decisions[limits.Allowed].Add(1)
+		}
+	}
+	p.Stats.admit()
+	return true
+}
+
+// isExempt reports whether the client's address is in exempt:.
+func (p *Proxy) isExempt(f *fields, peer netip.Addr, trusted bool) bool {
+	exempt := *p.exempt.Load()
+	return len(exempt) > 0 && denied(exempt, p.key.clientAddr(f, peer, trusted))
+}
+
+// limitKey is req's key for l, in x's buffer (the default key stays in
+// its own).
+func (p *Proxy) limitKey(x *exchange, l *limits.Limit, req *fasthttp.Request, ipKey []byte) []byte {
+	if l.Key == nil {
+		return x.key()
+	}
+	return l.Key.Append(x.limitKeyBuf[:0], req, ipKey)
+}
+
+// giveBack refunds the limits charged before a refusal.
+func (p *Proxy) giveBack(x *exchange, rt *route.Route, charged []bool, req *fasthttp.Request, ipKey []byte) {
+	for i, ok := range charged {
+		if ok {
+			l := rt.Limits[i]
+			l.Lim.Refund(p.limitKey(x, l, req, ipKey))
+		}
+	}
+}
+
+// refuseLimit answers 429 for l (or 503 when its table is full): the
+// Retry-After and RateLimit-* fields of before, and the fields of
+// draft-ietf-httpapi-ratelimit-headers-11 naming the limit; a client that
+// accepts JSON gets a problem details body (RFC 9457).
+func (p *Proxy) refuseLimit(ctx *fasthttp.RequestCtx, x *exchange, l *limits.Limit, d *limiter.Decision) {
+	p.refuse(ctx, x, d)
+	if d.TableFull {
+		return
+	}
+	h := &ctx.Response.Header
+	var buf [160]byte
+	h.SetBytesV("RateLimit-Policy", appendPolicy(buf[:0], l, d))
+	h.SetBytesV("RateLimit", appendRateLimit(buf[:0], l, d))
+	if acceptsJSON(ctx.Request.Header.Peek(fasthttp.HeaderAccept)) {
+		ctx.Response.Header.SetContentType("application/problem+json")
+		body := ctx.Response.Body()[:0]
+		body = append(body, `{"type":"https://iana.org/assignments/http-problem-types#quota-exceeded","title":"Request cannot be satisfied as assigned quota has been exceeded","status":429,"violated-policies":[`...)
+		body = strconv.AppendQuote(body, l.Name)
+		body = append(body, "]}\n"...)
+		ctx.Response.SetBodyRaw(body)
+	}
+}
+
+// appendPolicy writes one RateLimit-Policy item (RFC 9651 structured
+// field): "name";q=<capacity>;w=<seconds the capacity takes to refill>.
+func appendPolicy(dst []byte, l *limits.Limit, d *limiter.Decision) []byte {
+	dst = strconv.AppendQuote(dst, l.Name)
+	dst = append(dst, ";q="...)
+	dst = strconv.AppendInt(dst, d.Limit, 10)
+	dst = append(dst, ";w="...)
+	return strconv.AppendInt(dst, l.Window(), 10)
+}
+
+// appendRateLimit writes one RateLimit item: "name";r=<tokens left>;t=<
+// seconds until one more> (until the bucket is full once tokens remain).
+func appendRateLimit(dst []byte, l *limits.Limit, d *limiter.Decision) []byte {
+	dst = strconv.AppendQuote(dst, l.Name)
+	dst = append(dst, ";r="...)
+	dst = strconv.AppendInt(dst, d.Remaining, 10)
+	dst = append(dst, ";t="...)
+	if d.Allowed {
+		return strconv.AppendInt(dst, ceilSeconds(d.Reset, 0), 10)
+	}
+	return strconv.AppendInt(dst, ceilSeconds(d.Retry, 1), 10)
+}
+
+// setLimitFields adds one RateLimit-Policy and RateLimit item per charged
+// limit of the route to a forwarded answer (EQUALIZER_RATELIMIT_HEADERS).
+func setLimitFields(h *fasthttp.ResponseHeader, x *exchange, rt *route.Route) {
+	var policy, state [512]byte
+	pol, st := policy[:0], state[:0]
+	for i, l := range rt.Limits {
+		d := &x.decisions[i]
+		if !d.Allowed {
+			continue
+		}
+		if len(pol) > 0 {
+			pol, st = append(pol, ", "...), append(st, ", "...)
+		}
+		pol, st = appendPolicy(pol, l, d), appendRateLimit(st, l, d)
+	}
+	if len(pol) > 0 {
+		h.SetBytesV("RateLimit-Policy", pol)
+		h.SetBytesV("RateLimit", st)
+	}
+	// The fields of before, for clients that read them: the first limit.
+	if len(rt.Limits) > 0 && x.decisions[0].Allowed {
+		setRateLimitHeaders(h, &x.decisions[0])
+	}
+}
+
+var jsonMedia = []byte("json")
+
+// acceptsJSON reports whether an Accept value names a JSON media type
+// (application/json, application/problem+json, */*+json).
+func acceptsJSON(accept []byte) bool { return bytes.Contains(accept, jsonMedia) }
