@@ -100,6 +100,9 @@ func BenchmarkProxyEndToEnd(b *testing.B) {
 		lim := limiter.New(limiter.Config{Capacity: 1 << 40, RatePerSec: 1e9}, limiter.NewMemoryStore())
 		run(b, setupRoutes(b, lim, 10), "/v1/users", 200)
 	})
+	for _, n := range []int{1, 2, 4} {
+		b.Run(fmt.Sprintf("Limits%d", n), func(b *testing.B) { run(b, setupLimits(b, n), "/v1/users", 200) })
+	}
 	b.Run("Limited429", func(b *testing.B) {
 		lim := limiter.New(limiter.Config{Capacity: 1, RatePerSec: 0.001}, limiter.NewMemoryStore())
 		c := setup(b, lim)
@@ -121,4 +124,39 @@ func BenchmarkAdminGet(b *testing.B) {
 	ln := serve(b, api.Handler())
 	c := &fasthttp.HostClient{Addr: "admin.test", Dial: func(string) (net.Conn, error) { return ln.Dial() }}
 	run(b, c, "/buckets/10.0.0.1", 200)
+}
+
+// setupLimits is a proxy whose one route charges n limits: the limit
+// default and n-1 named ones keyed by address and by a header (absent
+// here, so keyed by address), as a route with a per-second, a per-minute
+// and a per-day limit is.
+func setupLimits(b *testing.B, n int) *fasthttp.HostClient {
+	body := []byte("hello from the backend\n")
+	backendLn := serve(b, func(ctx *fasthttp.RequestCtx) { ctx.SetBody(body) })
+	be, err := pool.NewBackend("http://backend.test:80", upstream.Options{MaxConns: 1024})
+	if err != nil {
+		b.Fatal(err)
+	}
+	be.HTTP.Dial = func(string) (net.Conn, error) { return backendLn.Dial() }
+	p := pool.New([]*pool.Backend{be}, &pool.RoundRobin{})
+	key, _ := proxy.ParseClientKey("ip", nil, 128)
+	lim := limiter.New(limiter.Config{Capacity: 1 << 40, RatePerSec: 1e9}, limiter.NewMemoryStore())
+	px := proxy.New(proxy.Config{BackendTimeout: 5 * time.Second}, p, lim, key, zerolog.Nop())
+	lims := map[string]*limits.Limit{"default": px.DefaultLimit()}
+	names := []string{"default"}
+	for i := 1; i < n; i++ {
+		k, _ := limits.ParseKey([]string{"ip", "header:X-Api-Key", "ip+header:X-Api-Key"}[i%3])
+		name := fmt.Sprint("l", i)
+		lims[name] = &limits.Limit{Name: name, Key: k, Capacity: 1 << 40, Rate: 1e9,
+			Lim: limiter.New(limiter.Config{Capacity: 1 << 40, RatePerSec: 1e9}, limiter.NewMemoryStore())}
+		names = append(names, name)
+	}
+	table, _, err := route.Compile([]route.Spec{{Name: "api", Match: route.MatchSpec{PathPrefix: "/v1/"}, Limits: names}},
+		map[string]*pool.Pool{route.DefaultPool: p}, lims)
+	if err != nil {
+		b.Fatal(err)
+	}
+	px.SetRoutes(table)
+	proxyLn := serve(b, px.ServeHTTP)
+	return &fasthttp.HostClient{Addr: "proxy.test", Dial: func(string) (net.Conn, error) { return proxyLn.Dial() }, MaxConns: 1024}
 }

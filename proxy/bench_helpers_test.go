@@ -19,6 +19,12 @@ func benchContext(tb testing.TB, withLimiter bool) (*fasthttp.RequestCtx, func()
 
 // benchContextLog is benchContext with an access log writer.
 func benchContextLog(tb testing.TB, withLimiter bool, access io.Writer) (*fasthttp.RequestCtx, func()) {
+	ctx, serve, _ := benchProxy(tb, withLimiter, access)
+	return ctx, serve
+}
+
+// benchProxy is benchContextLog that also returns the proxy.
+func benchProxy(tb testing.TB, withLimiter bool, access io.Writer) (*fasthttp.RequestCtx, func(), *Proxy) {
 	tb.Helper()
 	url, _ := startQuietBackend(tb)
 	var lim *limiter.Limiter
@@ -39,7 +45,7 @@ func benchContextLog(tb testing.TB, withLimiter bool, access io.Writer) (*fastht
 		tmpl.CopyTo(&ctx.Request)
 		ctx.Response.Reset()
 		h.ServeHTTP(&ctx)
-	}
+	}, h
 }
 
 func startQuietBackend(tb testing.TB) (string, func()) {
