@@ -101,12 +101,15 @@ func (a *API) Handler() fasthttp.RequestHandler {
 		r.PATCH(prefix+"/{id}", write(a.patchBackend))
 		r.DELETE(prefix+"/{id}", read(a.deleteBackend))
 	}
-	r.POST("/buckets", write(a.create))
-	r.GET("/buckets", read(a.list))
-	r.GET("/buckets/{id:*}", read(a.get))
-	r.PUT("/buckets/{id:*}", write(a.put))
-	r.PATCH("/buckets/{id:*}", write(a.patch))
-	r.DELETE("/buckets/{id:*}", read(a.delete))
+	// /buckets is the limit "default"; /limits/{limit}/buckets any limit.
+	for _, prefix := range []string{"/buckets", "/limits/{limit}/buckets"} {
+		r.POST(prefix, write(a.create))
+		r.GET(prefix, read(a.list))
+		r.GET(prefix+"/{id:*}", read(a.get))
+		r.PUT(prefix+"/{id:*}", write(a.put))
+		r.PATCH(prefix+"/{id:*}", write(a.patch))
+		r.DELETE(prefix+"/{id:*}", read(a.delete))
+	}
 	r.NotFound = func(ctx *fasthttp.RequestCtx) { writeError(ctx, fasthttp.StatusNotFound, "no such route") }
 	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusMethodNotAllowed, "method not allowed")
@@ -179,26 +182,34 @@ func toJSON(b limiter.Bucket) bucketJSON {
 }
 
 func (a *API) create(ctx *fasthttp.RequestCtx) {
+	lim, base := a.limiterFor(ctx)
+	if lim == nil {
+		return
+	}
 	body, err := decodeBody(ctx.PostBody())
 	if err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
-	row, err := a.newBucket(body)
+	rate := a.cfg.RatePerSec // POST /buckets: the configured default
+	if lim != a.lim {
+		rate = lim.Defaults().RatePerSec
+	}
+	row, err := a.newBucket(body, rate)
 	if err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
-	if err := a.storeCall(func(c context.Context) error { return a.lim.Create(c, row) }); err != nil {
+	if err := a.storeCall(func(c context.Context) error { return lim.Create(c, row) }); err != nil {
 		a.writeStoreError(ctx, err)
 		return
 	}
-	ctx.Response.Header.Set(fasthttp.HeaderLocation, "/buckets/"+url.PathEscape(row.ClientID))
+	ctx.Response.Header.Set(fasthttp.HeaderLocation, base+"/"+url.PathEscape(row.ClientID))
 	writeJSON(ctx, fasthttp.StatusCreated, toJSON(row))
 }
 
-func (a *API) newBucket(body bucketBody) (limiter.Bucket, error) {
-	row := limiter.Bucket{RatePerSec: a.cfg.RatePerSec, LastRefill: a.now().UTC()}
+func (a *API) newBucket(body bucketBody, defaultRate float64) (limiter.Bucket, error) {
+	row := limiter.Bucket{RatePerSec: defaultRate, LastRefill: a.now().UTC()}
 	var err error
 	if !present(body.ClientID) {
 		return row, errors.New("client_id is required")
@@ -238,6 +249,10 @@ func checkRefillTime(capacity int64, rate float64) error {
 }
 
 func (a *API) list(ctx *fasthttp.RequestCtx) {
+	lim, _ := a.limiterFor(ctx)
+	if lim == nil {
+		return
+	}
 	args := ctx.QueryArgs()
 	limit, offset := a.cfg.DefaultLimit, 0
 	var err error
@@ -253,7 +268,7 @@ func (a *API) list(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
-	rows := a.lim.List(offset, limit, a.now().UnixNano())
+	rows := lim.List(offset, limit, a.now().UnixNano())
 	out := make([]bucketJSON, len(rows))
 	for i, r := range rows {
 		out[i] = toJSON(r)
@@ -271,9 +286,9 @@ func queryInt(v []byte, lo, hi int) (int, error) {
 
 // pathID is the URL-decoded {id} segment. It is decoded from the raw path so
 // that an escaped slash (%2F) stays part of the ID.
-func pathID(ctx *fasthttp.RequestCtx) (string, error) {
+func pathID(ctx *fasthttp.RequestCtx, base string) (string, error) {
 	raw := string(ctx.URI().PathOriginal())
-	raw = strings.TrimPrefix(raw, "/buckets/")
+	raw = strings.TrimPrefix(raw, base+"/")
 	id, err := url.PathUnescape(raw)
 	if err != nil {
 		return "", errors.New("client id in the path is not valid percent-encoding")
@@ -285,7 +300,11 @@ func pathID(ctx *fasthttp.RequestCtx) (string, error) {
 }
 
 func (a *API) get(ctx *fasthttp.RequestCtx) {
-	id, err := pathID(ctx)
+	lim, base := a.limiterFor(ctx)
+	if lim == nil {
+		return
+	}
+	id, err := pathID(ctx, base)
 	if err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
@@ -294,7 +313,7 @@ func (a *API) get(ctx *fasthttp.RequestCtx) {
 	var ok bool
 	err = a.storeCall(func(c context.Context) error {
 		var ferr error
-		row, ok, ferr = a.lim.Fetch(c, id, a.now().UnixNano())
+		row, ok, ferr = lim.Fetch(c, id, a.now().UnixNano())
 		return ferr
 	})
 	if err != nil {
@@ -309,7 +328,11 @@ func (a *API) get(ctx *fasthttp.RequestCtx) {
 }
 
 func (a *API) put(ctx *fasthttp.RequestCtx) {
-	id, body, ok := a.pathAndBody(ctx)
+	lim, base := a.limiterFor(ctx)
+	if lim == nil {
+		return
+	}
+	id, body, ok := a.pathAndBody(ctx, base)
 	if !ok {
 		return
 	}
@@ -328,7 +351,7 @@ func (a *API) put(ctx *fasthttp.RequestCtx) {
 	}
 	if err == nil {
 		effective := rate
-		if current, ok := a.lim.Get(id, a.now().UnixNano()); ok && rate == 0 {
+		if current, ok := lim.Get(id, a.now().UnixNano()); ok && rate == 0 {
 			effective = current.RatePerSec
 		}
 		if effective > 0 {
@@ -340,7 +363,7 @@ func (a *API) put(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	err = a.storeCall(func(c context.Context) error {
-		return a.lim.SetCapacity(c, id, capacity, rate, a.now().UnixNano())
+		return lim.SetCapacity(c, id, capacity, rate, a.now().UnixNano())
 	})
 	if err != nil {
 		a.writeStoreError(ctx, err)
@@ -350,7 +373,11 @@ func (a *API) put(ctx *fasthttp.RequestCtx) {
 }
 
 func (a *API) patch(ctx *fasthttp.RequestCtx) {
-	id, body, ok := a.pathAndBody(ctx)
+	lim, base := a.limiterFor(ctx)
+	if lim == nil {
+		return
+	}
+	id, body, ok := a.pathAndBody(ctx, base)
 	if !ok {
 		return
 	}
@@ -367,7 +394,7 @@ func (a *API) patch(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
-	err = a.storeCall(func(c context.Context) error { return a.lim.SetTokens(c, id, tokens, a.now().UnixNano()) })
+	err = a.storeCall(func(c context.Context) error { return lim.SetTokens(c, id, tokens, a.now().UnixNano()) })
 	if err != nil {
 		a.writeStoreError(ctx, err)
 		return
@@ -376,12 +403,16 @@ func (a *API) patch(ctx *fasthttp.RequestCtx) {
 }
 
 func (a *API) delete(ctx *fasthttp.RequestCtx) {
-	id, err := pathID(ctx)
+	lim, base := a.limiterFor(ctx)
+	if lim == nil {
+		return
+	}
+	id, err := pathID(ctx, base)
 	if err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
-	if err := a.storeCall(func(c context.Context) error { return a.lim.Delete(c, id) }); err != nil {
+	if err := a.storeCall(func(c context.Context) error { return lim.Delete(c, id) }); err != nil {
 		a.writeStoreError(ctx, err)
 		return
 	}
@@ -389,8 +420,8 @@ func (a *API) delete(ctx *fasthttp.RequestCtx) {
 }
 
 // pathAndBody reads {id} and the body of a PUT or PATCH, answering 400 itself.
-func (a *API) pathAndBody(ctx *fasthttp.RequestCtx) (string, bucketBody, bool) {
-	id, err := pathID(ctx)
+func (a *API) pathAndBody(ctx *fasthttp.RequestCtx, base string) (string, bucketBody, bool) {
+	id, err := pathID(ctx, base)
 	if err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return "", bucketBody{}, false

@@ -23,7 +23,7 @@ func FuzzNewBucket(f *testing.F) {
 		if err != nil {
 			return
 		}
-		row, err := a.newBucket(body)
+		row, err := a.newBucket(body, a.cfg.RatePerSec)
 		if err != nil {
 			return
 		}

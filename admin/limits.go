@@ -3,6 +3,7 @@ package admin
 import (
 	"github.com/valyala/fasthttp"
 
+	"gopher-equalizer/limiter"
 	"gopher-equalizer/limits"
 )
 
@@ -32,4 +33,23 @@ func (a *API) listLimits(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	writeJSON(ctx, fasthttp.StatusOK, out)
+}
+
+// limiterFor finds the limiter of the {limit} route parameter (the limit
+// default for /buckets) and the path its buckets live under, or answers
+// 404.
+func (a *API) limiterFor(ctx *fasthttp.RequestCtx) (*limiter.Limiter, string) {
+	name, ok := ctx.UserValue("limit").(string)
+	if !ok {
+		return a.lim, "/buckets"
+	}
+	if a.cfg.Limits != nil {
+		for _, l := range a.cfg.Limits() {
+			if l.Name == name {
+				return l.Lim, "/limits/" + name + "/buckets"
+			}
+		}
+	}
+	writeError(ctx, fasthttp.StatusNotFound, "limit not found (GET /limits lists them)")
+	return nil, ""
 }

@@ -155,8 +155,25 @@ func TestLimitsPerRoute(t *testing.T) {
 	if d := lims[byName["new-rule"]].Decisions; d["would_limit"] != 3 || d["allowed"] != 3 {
 		t.Errorf("new-rule (shadow): %v, want 3 allowed and 3 would_limit", d)
 	}
+	// The buckets of any limit, with the /buckets contract: the login
+	// bucket of 127.0.0.1 is empty; an operator refills it.
+	if code, body := in.adminCall(t, "GET", "/limits/login/buckets/127.0.0.1", ""); code != 200 || !contains(body, `"capacity":5,"tokens":0`) {
+		t.Fatalf("GET /limits/login/buckets/127.0.0.1: %d %s", code, body)
+	}
+	if code, body := in.adminCall(t, "PATCH", "/limits/login/buckets/127.0.0.1", `{"tokens":2}`); code != 204 {
+		t.Fatalf("PATCH: %d %s", code, body)
+	}
+	if ok, limited := count(3, "POST", "/login"); ok != 2 || limited != 1 {
+		t.Fatalf("after the PATCH: %d admitted, %d limited; want 2 and 1", ok, limited)
+	}
+	if code, body := in.adminCall(t, "POST", "/limits/per-day/buckets", `{"client_id":"h:vip","capacity":1000}`); code != 201 || !contains(body, `"rate_per_sec":0.000138`) {
+		t.Fatalf("POST /limits/per-day/buckets: %d %s", code, body)
+	}
+	if code, _ := in.adminCall(t, "GET", "/limits/nope/buckets", ""); code != 404 {
+		t.Fatalf("unknown limit: %d", code)
+	}
 	m, _ := in.scrape(t)
-	if m[`equalizer_limit_decisions_total{limit="login",result="limited"}`] != 3 ||
+	if m[`equalizer_limit_decisions_total{limit="login",result="limited"}`] != 4 ||
 		m[`equalizer_limit_decisions_total{limit="new-rule",result="would_limit"}`] != 3 {
 		t.Errorf("decision metrics: login limited %v, new-rule would_limit %v",
 			m[`equalizer_limit_decisions_total{limit="login",result="limited"}`], m[`equalizer_limit_decisions_total{limit="new-rule",result="would_limit"}`])
