@@ -219,3 +219,62 @@ func (in *instance) post(t *testing.T, path string, header ...string) (int, http
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header, string(body)
 }
+
+// TestSIGHUPReloadsLimits: a reload that grows a limit moves its buckets
+// to the new size keeping their tokens (as the default limit's do: an
+// empty bucket stays empty, a new client gets the new capacity), adds a
+// limit to a route, and exempts an address; an invalid limit changes
+// nothing.
+func TestSIGHUPReloadsLimits(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "equalizer.yaml")
+	base := fmt.Sprintf("backends: [%q]\ntrusted_proxies: [127.0.0.1/32]\n", okBackend(t))
+	writeFile(t, file, base+`limits:
+  small: {capacity: 3, rate: 1/h}
+routes:
+  - {name: a, match: {}, limits: [small]}
+`)
+	in := startInstance(t, map[string]string{"EQUALIZER_CONFIG_FILE": file})
+	xff := func(addr string) []string { return []string{"X-Forwarded-For", addr} }
+	send := func(n int, addr string) (ok int) {
+		t.Helper()
+		for range n {
+			if s, _ := rawGet(t, in.proxy, "GET", "/", "shop.test", xff(addr)...); s == 200 {
+				ok++
+			}
+		}
+		return ok
+	}
+	if ok := send(4, "198.51.100.1"); ok != 3 {
+		t.Fatalf("before the reload: %d of 4", ok)
+	}
+	hup := func(body string) {
+		t.Helper()
+		writeFile(t, file, body)
+		in.cmd.Process.Signal(syscall.SIGHUP) //nolint:errcheck
+	}
+	// Capacity 3 -> 5; a second limit on the route; 198.51.100.9 exempt.
+	hup(base + `limits:
+  small: {capacity: 5, rate: 1/h}
+  other: {capacity: 100, rate: 100/s}
+routes:
+  - {name: a, match: {}, limits: [small, other]}
+exempt: [198.51.100.9]
+`)
+	waitFor(t, "the reload", func() bool { _, body := in.adminCall(t, "GET", "/limits", ""); return contains(body, `"name":"other"`) })
+	if ok := send(3, "198.51.100.1"); ok != 0 {
+		t.Fatalf("after growing the limit: %d of 3, want 0 (the empty bucket keeps its tokens)", ok)
+	}
+	if ok := send(6, "198.51.100.2"); ok != 5 {
+		t.Fatalf("a new client after growing the limit: %d of 6, want 5", ok)
+	}
+	if ok := send(10, "198.51.100.9"); ok != 10 {
+		t.Fatalf("exempt address: %d of 10", ok)
+	}
+	// An invalid file: logged, nothing changes.
+	hup(base + "limits:\n  small: {capacity: 5, rate: 1/fortnight}\nroutes:\n  - {match: {}, limits: [small]}\n")
+	waitFor(t, "the refusal", func() bool { return contains(in.log(), "configuration reload rejected") })
+	if ok := send(10, "198.51.100.9"); ok != 10 {
+		t.Fatalf("exempt address after a rejected reload: %d of 10", ok)
+	}
+	in.stop(t, syscall.SIGTERM)
+}
