@@ -10,14 +10,16 @@ import (
 // limitJSON is a limit as GET /limits shows it; unset settings are left
 // out. buckets counts the buckets in memory.
 type limitJSON struct {
-	Name     string            `json:"name"`
-	Key      string            `json:"key"`
-	Capacity int64             `json:"capacity"`
-	Rate     string            `json:"rate,omitempty"`
-	RatePerS float64           `json:"rate_per_sec"`
-	Mode     string            `json:"mode"`
-	Buckets  int               `json:"buckets"`
-	Results  map[string]uint64 `json:"decisions"`
+	Name        string            `json:"name"`
+	Key         string            `json:"key"`
+	Capacity    int64             `json:"capacity,omitempty"`
+	Rate        string            `json:"rate,omitempty"`
+	RatePerS    float64           `json:"rate_per_sec,omitempty"`
+	Mode        string            `json:"mode"`
+	Concurrency int64             `json:"concurrency,omitempty"`
+	InFlight    int64             `json:"in_flight"`
+	Buckets     int               `json:"buckets"`
+	Results     map[string]uint64 `json:"decisions"`
 }
 
 func (a *API) listLimits(ctx *fasthttp.RequestCtx) {
@@ -25,7 +27,13 @@ func (a *API) listLimits(ctx *fasthttp.RequestCtx) {
 	if a.cfg.Limits != nil {
 		for _, l := range a.cfg.Limits() {
 			v := limitJSON{Name: l.Name, Key: l.KeyText, Capacity: l.Capacity, Rate: l.RateText, RatePerS: l.Rate,
-				Mode: l.Mode.String(), Buckets: l.Lim.Len(), Results: map[string]uint64{}}
+				Mode: l.Mode.String(), Concurrency: l.Concurrency, Results: map[string]uint64{}}
+			if l.Lim != nil {
+				v.Buckets = l.Lim.Len()
+			}
+			if l.InFlight != nil {
+				v.InFlight, v.Buckets = l.InFlight.Total(), l.InFlight.Keys()
+			}
 			for r := range limits.NumResults {
 				v.Results[limits.ResultNames[r]] = l.Decisions[r].Load()
 			}
@@ -45,6 +53,10 @@ func (a *API) limiterFor(ctx *fasthttp.RequestCtx) (*limiter.Limiter, string) {
 	}
 	if a.cfg.Limits != nil {
 		for _, l := range a.cfg.Limits() {
+			if l.Name == name && l.Lim == nil {
+				writeError(ctx, fasthttp.StatusNotFound, "a concurrency limit has no buckets: GET /limits shows its requests in flight")
+				return nil, ""
+			}
 			if l.Name == name {
 				return l.Lim, "/limits/" + name + "/buckets"
 			}

@@ -48,8 +48,12 @@ var ResultNames = [NumResults]string{"allowed", "limited", "would_limit"}
 // limit whose key stays moves with SetDefaults, as the top-level one).
 type Limit struct {
 	Name string
-	// Lim holds the buckets, one per key.
+	// Lim holds the buckets, one per key; nil for a concurrency limit.
 	Lim *limiter.Limiter
+	// Concurrency, when above 0, makes this a concurrency limit: at most
+	// this many requests of a key in flight (InFlight counts them).
+	Concurrency int64
+	InFlight    *InFlight
 	// Key derives a request's key; nil: the proxy's client key (the limit
 	// "default", EQUALIZER_CLIENT_KEY).
 	Key *Key

@@ -53,9 +53,19 @@ func streamedBody(ctx *fasthttp.RequestCtx) bool {
 	return ok && body.Client != nil
 }
 
+// releaseHeld ends the in-flight counts of the streamed response.
+func (c *clientConn) releaseHeld() {
+	for i := range c.nheld {
+		c.held[i].f.Release(c.held[i].c)
+		c.held[i] = heldSlot{}
+	}
+	c.nheld = 0
+}
+
 // BodyDone implements upstream.BodyObserver: the streamed response went out.
 func (c *clientConn) BodyDone(sent int64) {
 	c.untilClose = false
+	c.releaseHeld()
 	if !c.pending.active {
 		return
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"gopher-equalizer/deadline"
+	"gopher-equalizer/route"
 )
 
 // fasthttp waits for CRLF CRLF to end a request head, so a client that ends
@@ -62,6 +63,10 @@ type clientConn struct {
 	closed  atomic.Bool
 	tls     bool        // the connection is TLS, terminated below this wrapper
 	pending pendingLine // a streamed response's access log line
+	// held, nheld: a streamed response's in-flight counts, released when
+	// its body is done.
+	held  [route.MaxLimits]heldSlot
+	nheld int
 	// untilClose: the response's body goes out in a hijack until the
 	// connection closes (HTTP/1.0, unknown length).
 	untilClose bool
@@ -73,6 +78,7 @@ func (c *clientConn) Close() error {
 	if c.open != nil && c.closed.CompareAndSwap(false, true) {
 		c.open.Add(-1)
 	}
+	c.releaseHeld() // whatever happened to the body, its counts end here
 	if c.linger {
 		c.linger = false
 		lingeringClose(c.Conn)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/valyala/fasthttp"
 
@@ -25,6 +26,12 @@ func (p *Proxy) charge(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, i
 	now := ctx.Time().UnixNano()
 	var charged [route.MaxLimits]bool
 	for i, l := range rt.Limits {
+		if l.Concurrency > 0 {
+			if p.acquire(ctx, x, rt, l, charged[:i], ipKey) {
+				continue
+			}
+			return false
+		}
 		d := l.Lim.Allow(p.limitKey(x, l, &ctx.Request, ipKey), now)
 		switch {
 		case d.Allowed:
@@ -35,6 +42,7 @@ func (p *Proxy) charge(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, i
 			x.wouldLimit = true
 		default:
 			p.giveBack(x, rt, charged[:i], &ctx.Request, ipKey)
+			p.releaseHeld(x)
 			if !d.TableFull {
 				l.Decisions[limits.Limited].Add(1)
 			}
@@ -56,6 +64,76 @@ func (p *Proxy) charge(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, i
 func (p *Proxy) isExempt(f *fields, peer netip.Addr, trusted bool) bool {
 	exempt := *p.exempt.Load()
 	return len(exempt) > 0 && denied(exempt, p.key.clientAddr(f, peer, trusted))
+}
+
+// acquire counts the request in flight for the concurrency limit l, or
+// refuses it (giving back what the earlier limits took) when l's key has
+// Concurrency requests in flight; a shadow limit only counts would_limit.
+func (p *Proxy) acquire(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, l *limits.Limit, charged []bool, ipKey []byte) bool {
+	if c := l.InFlight.Acquire(p.limitKey(x, l, &ctx.Request, ipKey), l.Concurrency); c != nil {
+		x.held[x.nheld] = heldSlot{f: l.InFlight, c: c}
+		x.nheld++
+		return true
+	}
+	if l.Mode == limits.Shadow {
+		l.Decisions[limits.WouldLimit].Add(1)
+		x.wouldLimit = true
+		return true
+	}
+	p.giveBack(x, rt, charged, &ctx.Request, ipKey)
+	p.releaseHeld(x)
+	l.Decisions[limits.Limited].Add(1)
+	x.limit = l
+	x.answer(ctx, Limited, "too many requests in flight\n", fasthttp.StatusTooManyRequests)
+	ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+	p.problem(ctx, l)
+	return false
+}
+
+// heldSlot is one request counted in flight by a concurrency limit.
+type heldSlot struct {
+	f *limits.InFlight
+	c *atomic.Int64
+}
+
+// heldSlots are the in-flight counts of one request.
+type heldSlots struct {
+	held  [route.MaxLimits]heldSlot
+	nheld int
+}
+
+// heldOf moves x's in-flight counts out of it (to a tunnel).
+func heldOf(x *exchange) heldSlots {
+	h := heldSlots{held: x.held, nheld: x.nheld}
+	x.nheld = 0
+	return h
+}
+
+// releaseHeld ends the in-flight counts of x now.
+func (p *Proxy) releaseHeld(x *exchange) {
+	h := heldOf(x)
+	h.release()
+}
+
+func (h *heldSlots) release() {
+	for i := range h.nheld {
+		h.held[i].f.Release(h.held[i].c)
+	}
+	h.nheld = 0
+}
+
+// settleHeld releases x's in-flight counts when its response is over: now,
+// or, for a response body that streams after the handler returned, when
+// the body is done (the client connection's BodyDone). A tunnel took its
+// counts with it (startTunnel).
+func (p *Proxy) settleHeld(ctx *fasthttp.RequestCtx, x *exchange) {
+	if c, ok := ctx.Conn().(*clientConn); ok && (c.untilClose || streamedBody(ctx)) {
+		c.releaseHeld() // a body never closed must not hold its counts for ever
+		c.held, c.nheld = x.held, x.nheld
+		x.nheld = 0
+		return
+	}
+	p.releaseHeld(x)
 }
 
 // limitKey is req's key for l, in x's buffer (the default key stays in
@@ -90,6 +168,12 @@ func (p *Proxy) refuseLimit(ctx *fasthttp.RequestCtx, x *exchange, l *limits.Lim
 	var buf [160]byte
 	h.SetBytesV("RateLimit-Policy", appendPolicy(buf[:0], l, d))
 	h.SetBytesV("RateLimit", appendRateLimit(buf[:0], l, d))
+	p.problem(ctx, l)
+}
+
+// problem makes the 429's body a problem details object (RFC 9457) for a
+// client that accepts JSON.
+func (p *Proxy) problem(ctx *fasthttp.RequestCtx, l *limits.Limit) {
 	if acceptsJSON(ctx.Request.Header.Peek(fasthttp.HeaderAccept)) {
 		ctx.Response.Header.SetContentType("application/problem+json")
 		body := ctx.Response.Body()[:0]
@@ -130,7 +214,7 @@ func setLimitFields(h *fasthttp.ResponseHeader, x *exchange, rt *route.Route) {
 	pol, st := policy[:0], state[:0]
 	for i, l := range rt.Limits {
 		d := &x.decisions[i]
-		if !d.Allowed {
+		if !d.Allowed || l.Lim == nil {
 			continue
 		}
 		if len(pol) > 0 {
@@ -143,7 +227,7 @@ func setLimitFields(h *fasthttp.ResponseHeader, x *exchange, rt *route.Route) {
 		h.SetBytesV("RateLimit", st)
 	}
 	// The fields of before, for clients that read them: the first limit.
-	if len(rt.Limits) > 0 && x.decisions[0].Allowed {
+	if len(rt.Limits) > 0 && x.decisions[0].Allowed && rt.Limits[0].Lim != nil {
 		setRateLimitHeaders(h, &x.decisions[0])
 	}
 }

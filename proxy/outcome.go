@@ -58,6 +58,8 @@ type exchange struct {
 	// wouldLimit: a shadow limit found no token.
 	wouldLimit  bool
 	decisions   [route.MaxLimits]limiter.Decision // of the route's limits
+	held        [route.MaxLimits]heldSlot         // counted in flight
+	nheld       int
 	limitKeyBuf [2*limits.MaxKeyLen + 64]byte
 	backend     *pool.Backend // nil when no backend was tried
 	upstream    time.Duration // waiting for backends' response heads

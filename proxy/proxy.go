@@ -113,6 +113,9 @@ func (p *Proxy) DefaultLimit() *limits.Limit { return p.defaultLimit }
 func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	var x exchange
 	p.serve(ctx, &x)
+	if x.nheld > 0 {
+		p.settleHeld(ctx, &x)
+	}
 	if p.ids != nil {
 		p.ids.reply(ctx, &x)
 	}
@@ -234,7 +237,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 		return
 	}
 	if up, ok := ctx.Response.BodyStream().(*upstream.Upgraded); ok {
-		if len(upgrade) == 0 || !p.startTunnel(ctx, up, upgrade) {
+		if len(upgrade) == 0 || !p.startTunnel(ctx, x, up, upgrade) {
 			b.Stats.Rejected()
 			p.fail(ctx, x, errWrongUpgrade)
 			return

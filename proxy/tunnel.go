@@ -82,7 +82,7 @@ func upgradeAsked(f *fields) []byte {
 // startTunnel answers a 101 and hands the client connection to the tunnel.
 // It reports false when the backend switched to another protocol than the
 // one asked for: the caller answers 502.
-func (p *Proxy) startTunnel(ctx *fasthttp.RequestCtx, up *upstream.Upgraded, asked []byte) bool {
+func (p *Proxy) startTunnel(ctx *fasthttp.RequestCtx, x *exchange, up *upstream.Upgraded, asked []byte) bool {
 	h := &ctx.Response.Header
 	got := h.Peek(fasthttp.HeaderUpgrade)
 	if len(got) == 0 {
@@ -104,10 +104,13 @@ func (p *Proxy) startTunnel(ctx *fasthttp.RequestCtx, up *upstream.Upgraded, ask
 	ctx.Response.ResetBody()
 	p.Stats.tunnel()
 	idle := p.cfg.TunnelIdleTimeout
+	// The tunnel counts in flight for concurrency limits until it closes.
+	held := heldOf(x)
 	ctx.Hijack(func(client net.Conn) {
 		p.tunnels.add(client, backend)
 		defer p.tunnels.remove(client)
 		defer closeBackend()
+		defer held.release()
 		relay(client, backend, backendR, idle)
 	})
 	return true

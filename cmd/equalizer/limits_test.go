@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -277,4 +279,102 @@ exempt: [198.51.100.9]
 		t.Fatalf("exempt address after a rejected reload: %d of 10", ok)
 	}
 	in.stop(t, syscall.SIGTERM)
+}
+
+// TestConcurrencyLimit: at most 2 requests of one address in flight,
+// counted until the response body ends (a stream), until the client goes
+// (a disconnect mid-stream), and until a tunnel closes; the count returns
+// to 0 every time.
+func TestConcurrencyLimit(t *testing.T) {
+	release := make(chan struct{})
+	slow := startHTTPBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/slow" {
+			io.WriteString(w, "fast") //nolint:errcheck
+			return
+		}
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			io.WriteString(w, "chunk\n") //nolint:errcheck
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+				return
+			case <-r.Context().Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}))
+	echo := startRawUpgradeBackend(t)
+	file := filepath.Join(t.TempDir(), "equalizer.yaml")
+	writeFile(t, file, fmt.Sprintf(`backends: [%q]
+pools:
+  tunnels: {backends: [%q]}
+limits:
+  inflight: {key: ip, concurrency: 2}
+routes:
+  - {name: echo, match: {path: /echo}, pool: tunnels, limits: [inflight]}
+  - {name: rest, match: {}, limits: [inflight]}
+`, slow, echo))
+	in := startInstance(t, map[string]string{"EQUALIZER_CONFIG_FILE": file})
+	inFlight := func() int64 {
+		t.Helper()
+		var lims []struct {
+			Name     string
+			InFlight int64 `json:"in_flight"`
+		}
+		_, raw := in.adminCall(t, "GET", "/limits", "")
+		json.Unmarshal([]byte(raw), &lims) //nolint:errcheck
+		for _, l := range lims {
+			if l.Name == "inflight" {
+				return l.InFlight
+			}
+		}
+		t.Fatalf("no inflight limit: %s", raw)
+		return -1
+	}
+	open := func(target string, extra string) (net.Conn, *bufio.Reader) {
+		t.Helper()
+		c, err := net.Dial("tcp", in.proxy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "GET "+target+" HTTP/1.1\r\nHost: shop.test\r\n"+extra+"\r\n") //nolint:errcheck
+		br := bufio.NewReader(c)
+		line, err := br.ReadString('\n')
+		if err != nil || !strings.Contains(line, " 200 ") && !strings.Contains(line, " 101 ") {
+			t.Fatalf("%s: %q %v", target, line, err)
+		}
+		return c, br
+	}
+	a, _ := open("/slow", "Connection: close\r\n")
+	b, brB := open("/slow", "Connection: close\r\n")
+	if got := inFlight(); got != 2 {
+		t.Fatalf("two streams: %d in flight", got)
+	}
+	if s, _ := rawGet(t, in.proxy, "GET", "/fast", "shop.test"); s != 429 {
+		t.Fatalf("a third request: %d, want 429", s)
+	}
+	a.Close() // gone mid-stream
+	waitFor(t, "the disconnected stream's count", func() bool { return inFlight() == 1 })
+	close(release)
+	io.ReadAll(brB) //nolint:errcheck // to the end of the body, then the server's close
+	b.Close()
+	waitFor(t, "the finished stream's count", func() bool { return inFlight() == 0 })
+	if s, _ := rawGet(t, in.proxy, "GET", "/fast", "shop.test"); s != 200 {
+		t.Fatalf("after the streams: %d", s)
+	}
+	// A tunnel counts until it closes.
+	tun, br := open("/echo", "Connection: Upgrade\r\nUpgrade: echo-proto\r\n")
+	for line, _ := br.ReadString('\n'); line != "\r\n" && line != ""; line, _ = br.ReadString('\n') {
+	}
+	if got := inFlight(); got != 1 {
+		t.Fatalf("an open tunnel: %d in flight", got)
+	}
+	tun.Close()
+	waitFor(t, "the closed tunnel's count", func() bool { return inFlight() == 0 })
+	if code := in.stop(t, syscall.SIGTERM); code != 0 { // the binary is built with -race
+		t.Fatalf("exit code %d:\n%s", code, in.log())
+	}
 }

@@ -37,7 +37,14 @@ type namedLimit struct {
 }
 
 func (s *limitSet) build(spec limitSpec) *namedLimit {
-	key, _ := limits.ParseKey(spec.key)    // checked when parsed
+	key, _ := limits.ParseKey(spec.key) // checked when parsed
+	if spec.concurrency > 0 {
+		f := limits.NewInFlight()
+		ctx, cancel := context.WithCancel(s.ctx)
+		s.wg.Go(func() { f.RunSweeper(ctx, 10*time.Second) })
+		return &namedLimit{stop: cancel, limit: &limits.Limit{Name: spec.name, Key: key, KeyText: spec.key, Mode: spec.mode,
+			Concurrency: spec.concurrency, InFlight: f}}
+	}
 	rate, _ := limits.ParseRate(spec.rate) // checked when parsed
 	lim := limiter.New(limiter.Config{Capacity: spec.capacity, RatePerSec: rate, MaxBuckets: s.maxBuckets}, limiter.NewMemoryStore())
 	ctx, cancel := context.WithCancel(s.ctx)
@@ -53,15 +60,23 @@ func (s *limitSet) apply(specs []limitSpec) {
 	next := map[string]*namedLimit{}
 	for _, spec := range specs {
 		old, ok := s.named[spec.name]
-		if !ok || old.limit.KeyText != spec.key {
+		if !ok || old.limit.KeyText != spec.key || (old.limit.Concurrency > 0) != (spec.concurrency > 0) {
 			if ok {
 				old.stop()
 			}
 			next[spec.name] = s.build(spec)
 			continue
 		}
-		rate, _ := limits.ParseRate(spec.rate)
 		l := old.limit
+		if spec.concurrency > 0 { // the counters carry over
+			nl := &limits.Limit{Name: spec.name, Key: l.Key, KeyText: spec.key, Mode: spec.mode, Concurrency: spec.concurrency, InFlight: l.InFlight}
+			for i := range nl.Decisions {
+				nl.Decisions[i].Store(l.Decisions[i].Load())
+			}
+			next[spec.name] = &namedLimit{limit: nl, stop: old.stop}
+			continue
+		}
+		rate, _ := limits.ParseRate(spec.rate)
 		if l.Capacity != spec.capacity || l.Rate != rate {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			if err := l.Lim.SetDefaults(ctx, spec.capacity, rate, time.Now().UnixNano()); err != nil {

@@ -32,11 +32,12 @@ type poolSpec struct {
 
 // limitSpec is a named limit as the file writes it.
 type limitSpec struct {
-	name     string
-	key      string
-	capacity int64
-	rate     string
-	mode     limits.Mode
+	name        string
+	key         string
+	capacity    int64
+	rate        string
+	mode        limits.Mode
+	concurrency int64 // > 0: a concurrency limit
 }
 
 // sections is what the routing sections say.
@@ -180,7 +181,13 @@ func parseLimit(name string, v any) (limitSpec, error) {
 			default:
 				err = fmt.Errorf("want enforce or shadow")
 			}
-		case "delay", "concurrency":
+		case "concurrency":
+			n, isInt := wholeNumber(value)
+			if !isInt || n < 1 || n > 1<<30 {
+				err = fmt.Errorf("want the most requests of one key in flight, 1 or more")
+			}
+			l.concurrency = n
+		case "delay":
 			err = fmt.Errorf("not built yet in this version (see the README's Limits section)")
 		default:
 			return l, fmt.Errorf("%s.%s: unknown key (a limit takes %s)", at, key, strings.Join(limitKeys, ", "))
@@ -190,6 +197,10 @@ func parseLimit(name string, v any) (limitSpec, error) {
 		}
 	}
 	switch {
+	case l.concurrency > 0 && (l.capacity != 0 || l.rate != ""):
+		return l, fmt.Errorf("%s.concurrency: a concurrency limit has no capacity or rate (make those another limit)", at)
+	case l.concurrency > 0:
+		return l, nil
 	case l.capacity == 0:
 		return l, fmt.Errorf("%s.capacity: missing (the burst: how many requests at once)", at)
 	case l.rate == "":
