@@ -27,10 +27,12 @@ func (p *Proxy) charge(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, i
 	var charged [route.MaxLimits]bool
 	for i, l := range rt.Limits {
 		if l.Concurrency > 0 {
-			if p.acquire(ctx, x, rt, l, charged[:i], ipKey) {
-				continue
+			admitted, counted := p.acquire(ctx, x, rt, l, charged[:i], ipKey)
+			if !admitted {
+				return false
 			}
-			return false
+			charged[i] = counted
+			continue
 		}
 		d := l.Lim.Allow(p.limitKey(x, l, &ctx.Request, ipKey), now)
 		switch {
@@ -69,16 +71,17 @@ func (p *Proxy) isExempt(f *fields, peer netip.Addr, trusted bool) bool {
 // acquire counts the request in flight for the concurrency limit l, or
 // refuses it (giving back what the earlier limits took) when l's key has
 // Concurrency requests in flight; a shadow limit only counts would_limit.
-func (p *Proxy) acquire(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, l *limits.Limit, charged []bool, ipKey []byte) bool {
+// counted: the request holds a count of l.
+func (p *Proxy) acquire(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, l *limits.Limit, charged []bool, ipKey []byte) (admitted, counted bool) {
 	if c := l.InFlight.Acquire(p.limitKey(x, l, &ctx.Request, ipKey), l.Concurrency); c != nil {
 		x.held[x.nheld] = heldSlot{f: l.InFlight, c: c}
 		x.nheld++
-		return true
+		return true, true
 	}
 	if l.Mode == limits.Shadow {
 		l.Decisions[limits.WouldLimit].Add(1)
 		x.wouldLimit = true
-		return true
+		return true, false
 	}
 	p.giveBack(x, rt, charged, &ctx.Request, ipKey)
 	p.releaseHeld(x)
@@ -87,7 +90,7 @@ func (p *Proxy) acquire(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, 
 	x.answer(ctx, Limited, "too many requests in flight\n", fasthttp.StatusTooManyRequests)
 	ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
 	p.problem(ctx, l)
-	return false
+	return false, false
 }
 
 // heldSlot is one request counted in flight by a concurrency limit.
@@ -148,8 +151,7 @@ func (p *Proxy) limitKey(x *exchange, l *limits.Limit, req *fasthttp.Request, ip
 // giveBack refunds the limits charged before a refusal.
 func (p *Proxy) giveBack(x *exchange, rt *route.Route, charged []bool, req *fasthttp.Request, ipKey []byte) {
 	for i, ok := range charged {
-		if ok {
-			l := rt.Limits[i]
+		if l := rt.Limits[i]; ok && l.Lim != nil { // concurrency counts end in releaseHeld
 			l.Lim.Refund(p.limitKey(x, l, req, ipKey))
 		}
 	}

@@ -374,6 +374,10 @@ routes:
 	}
 	tun.Close()
 	waitFor(t, "the closed tunnel's count", func() bool { return inFlight() == 0 })
+	_, raw := in.adminCall(t, "GET", "/limits", "")
+	if !contains(raw, `"name":"inflight","key":"ip","mode":"enforce","concurrency":2,"in_flight":0`) || !contains(raw, `"decisions":{"allowed":4,"limited":1,"would_limit":0}`) {
+		t.Errorf("/limits: %s", raw)
+	}
 	if code := in.stop(t, syscall.SIGTERM); code != 0 { // the binary is built with -race
 		t.Fatalf("exit code %d:\n%s", code, in.log())
 	}
