@@ -17,6 +17,8 @@ type limitJSON struct {
 	RatePerS    float64           `json:"rate_per_sec,omitempty"`
 	Mode        string            `json:"mode"`
 	Concurrency int64             `json:"concurrency,omitempty"`
+	Delay       string            `json:"delay,omitempty"`
+	Waiting     int64             `json:"waiting,omitempty"`
 	InFlight    int64             `json:"in_flight"`
 	Buckets     int               `json:"buckets"`
 	Results     map[string]uint64 `json:"decisions"`
@@ -27,7 +29,10 @@ func (a *API) listLimits(ctx *fasthttp.RequestCtx) {
 	if a.cfg.Limits != nil {
 		for _, l := range a.cfg.Limits() {
 			v := limitJSON{Name: l.Name, Key: l.KeyText, Capacity: l.Capacity, Rate: l.RateText, RatePerS: l.Rate,
-				Mode: l.Mode.String(), Concurrency: l.Concurrency, Results: map[string]uint64{}}
+				Mode: l.Mode.String(), Concurrency: l.Concurrency, Waiting: l.Waiting.Load(), Results: map[string]uint64{}}
+			if l.Delay > 0 {
+				v.Delay = l.Delay.String()
+			}
 			if l.Lim != nil {
 				v.Buckets = l.Lim.Len()
 			}

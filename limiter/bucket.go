@@ -97,6 +97,36 @@ func (b *bucket) take(now int64) Decision {
 	}
 }
 
+// takeWithin is take for a limit with a delay: a request whose token comes
+// within wait is admitted too, reserving that token (later requests queue
+// behind it); the Decision's Retry is then how long it must wait first.
+func (b *bucket) takeWithin(now, wait int64) Decision {
+	p := b.params.Load()
+	burst := p.interval * p.capacity
+	for {
+		tat := b.tat.Load()
+		base := max(tat, now)
+		next := base + p.interval
+		early := next - now - burst - p.slack // > 0: the token comes that much later
+		if early > wait {
+			return Decision{
+				Limit: p.capacity,
+				Retry: time.Duration(next - burst - now),
+				Reset: time.Duration(base - now),
+			}
+		}
+		if b.tat.CompareAndSwap(tat, next) {
+			return Decision{
+				Allowed:   true,
+				Limit:     p.capacity,
+				Remaining: max((now+burst-next)/p.interval, 0),
+				Reset:     time.Duration(next - now),
+				Retry:     time.Duration(max(next-burst-now, 0)),
+			}
+		}
+	}
+}
+
 // tokens is the fractional number of tokens at now.
 func (b *bucket) tokens(now int64) float64 { return max(b.left(b.params.Load(), now), 0) }
 

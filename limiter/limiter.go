@@ -209,6 +209,25 @@ func (l *Limiter) Allow(key []byte, now int64) Decision {
 	return d
 }
 
+// AllowWithin is Allow for a limit with a delay (nginx limit_req delay=):
+// a request whose token comes within wait nanoseconds is admitted too, and
+// the Decision's Retry says how long it must wait for it (0: at once).
+func (l *Limiter) AllowWithin(key []byte, now, wait int64) Decision {
+	b := l.lookup(key)
+	if b == nil {
+		if b = l.createDefault(key, now); b == nil {
+			l.refusedFull.Add(1)
+			return Decision{Limit: l.defaults.Load().capacity, Retry: time.Second, TableFull: true}
+		}
+	}
+	d := b.takeWithin(now, wait)
+	if d.Allowed && l.cfg.Persist {
+		b.spent.Add(1)
+		l.markDirty(b)
+	}
+	return d
+}
+
 // Refund gives back the token an Allow of key just charged, for a request
 // that another limit refused: a request refused by one limit is charged to
 // none. Its unsynced count goes down too, unless a sync sent it meanwhile

@@ -592,3 +592,24 @@ func TestSetDefaultsMovesAutomaticBucketsOnly(t *testing.T) {
 		t.Fatalf("a new client got capacity %d", d.Limit)
 	}
 }
+
+// TestAllowWithinQueuesBehindTheBurst: capacity 2 at 10/s (a token every
+// 100 ms) with a delay of 250 ms: 2 at once, the next 2 wait 100 and 200
+// ms (each behind the one before), the fifth would wait 300 ms: refused.
+func TestAllowWithinQueuesBehindTheBurst(t *testing.T) {
+	l, _ := newTest(2, 10)
+	wait := int64(250 * time.Millisecond)
+	var got []time.Duration
+	for range 5 {
+		d := l.AllowWithin([]byte("k"), t0, wait)
+		if !d.Allowed {
+			got = append(got, -1)
+			continue
+		}
+		got = append(got, d.Retry)
+	}
+	want := []time.Duration{0, 0, 100 * time.Millisecond, 200 * time.Millisecond, -1}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("waits %v, want %v", got, want)
+	}
+}

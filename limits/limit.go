@@ -36,12 +36,17 @@ type Result uint8
 const (
 	Allowed    Result = iota // a token was charged
 	Limited                  // refused (429)
+	Delayed                  // a token reserved, waited for, then let through
 	WouldLimit               // a shadow limit found no token; let through
 	NumResults
 )
 
 // ResultNames are the label values of the results, in order.
-var ResultNames = [NumResults]string{"allowed", "limited", "would_limit"}
+var ResultNames = [NumResults]string{"allowed", "limited", "delayed", "would_limit"}
+
+// MaxWaiting bounds the requests one limit keeps waiting for their token
+// (delay) on an instance; past it they get 429.
+const MaxWaiting = 4096
 
 // Limit is one named limit. Its limiter, key and mode never change; a
 // reload that changes them makes a new Limit (the default bucket of a
@@ -64,6 +69,11 @@ type Limit struct {
 	// Rate is the refill in tokens per second; RateText as configured.
 	Rate     float64
 	RateText string
+	// Delay: a request whose token comes within it waits for it instead
+	// of a 429 (nginx limit_req delay=); 0: none.
+	Delay time.Duration
+	// Waiting counts the requests waiting for their token.
+	Waiting atomic.Int64
 	// Decisions count this limit's results.
 	Decisions [NumResults]atomic.Uint64
 }

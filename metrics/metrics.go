@@ -98,7 +98,8 @@ var (
 	healthyDesc       = desc("equalizer_healthy_backends", "Backends in rotation.")
 	routeRequestsDesc = desc("equalizer_route_requests_total", "Requests each route took, by how they ended (the outcomes of equalizer_requests_total). Requests answered before routing (bad_request, request_timeout, header_too_large, no_route, denied) have no route.",
 		"route", "outcome")
-	limitDecisionsDesc = desc("equalizer_limit_decisions_total", "Decisions of each limit: allowed (a token charged), limited (refused, 429), would_limit (a shadow limit found no token and let the request through).", "limit", "result")
+	limitDelayDesc     = desc("equalizer_limit_delay_seconds", "How long delayed requests waited for their token (a limit's delay).")
+	limitDecisionsDesc = desc("equalizer_limit_decisions_total", "Decisions of each limit: allowed (a token charged), limited (refused, 429), delayed (waited for its token, then let through), would_limit (a shadow limit found no token and let the request through).", "limit", "result")
 	backendPoolDesc    = desc("equalizer_backend_pool", "1 for each pool a backend belongs to: join the backend_* series on backend to get their pool.", "backend", "pool")
 
 	backendRequestsDesc  = desc("equalizer_backend_requests_total", "Requests sent to a backend, retries included.", "backend")
@@ -161,6 +162,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			c.backend(ch, b, counter, gauge)
 		}
 	}
+	ch <- constHistogram(limitDelayDesc, st.Delay.Snapshot())
 	if c.src.Limits != nil {
 		for _, l := range c.src.Limits() {
 			for r := range limits.NumResults {

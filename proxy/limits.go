@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -24,7 +25,8 @@ import (
 // keys it; defaultKey is the default limit's key (x.key()).
 func (p *Proxy) charge(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, ipKey []byte) bool {
 	now := ctx.Time().UnixNano()
-	var charged [route.MaxLimits]bool
+	var charged, delayed [route.MaxLimits]bool
+	var wait time.Duration
 	for i, l := range rt.Limits {
 		if l.Concurrency > 0 {
 			admitted, counted := p.acquire(ctx, x, rt, l, charged[:i], ipKey)
@@ -34,11 +36,19 @@ func (p *Proxy) charge(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, i
 			charged[i] = counted
 			continue
 		}
-		d := l.Lim.Allow(p.limitKey(x, l, &ctx.Request, ipKey), now)
+		var d limiter.Decision
+		if l.Delay > 0 {
+			d = l.Lim.AllowWithin(p.limitKey(x, l, &ctx.Request, ipKey), now, int64(l.Delay))
+		} else {
+			d = l.Lim.Allow(p.limitKey(x, l, &ctx.Request, ipKey), now)
+		}
 		switch {
 		case d.Allowed:
 			charged[i] = true
 			x.decisions[i] = d
+			if d.Retry > 0 { // its token comes later: wait for it
+				delayed[i], wait = true, max(wait, d.Retry)
+			}
 		case l.Mode == limits.Shadow && !d.TableFull:
 			l.Decisions[limits.WouldLimit].Add(1)
 			x.wouldLimit = true
@@ -53,8 +63,14 @@ func (p *Proxy) charge(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, i
 			return false
 		}
 	}
+	if wait > 0 && !p.delay(ctx, x, rt, delayed[:len(rt.Limits)], charged[:len(rt.Limits)], ipKey, wait) {
+		return false
+	}
 	for i, l := range rt.Limits {
-		if charged[i] {
+		switch {
+		case delayed[i]:
+			l.Decisions[limits.Delayed].Add(1)
+		case charged[i]:
 			l.Decisions[limits.Allowed].Add(1)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"gopher-equalizer/histogram"
 	"gopher-equalizer/limiter"
 	"gopher-equalizer/limits"
 	"gopher-equalizer/pool"
@@ -29,6 +30,7 @@ const (
 	GatewayTimeout                // 504: no response head within EQUALIZER_BACKEND_TIMEOUT
 	NoRoute                       // 404: no route matches
 	Denied                        // 403: the client address is in deny:
+	ClientGone                    // 499: the client left while its request waited (delay)
 	NumOutcomes
 )
 
@@ -36,7 +38,7 @@ const (
 var OutcomeNames = [NumOutcomes]string{
 	"forwarded", "limited", "table_full", "bad_request", "request_timeout",
 	"body_too_large", "header_too_large", "bad_gateway", "unavailable", "gateway_timeout",
-	"no_route", "denied",
+	"no_route", "denied", "client_gone",
 }
 
 // Stats counts requests by outcome. Plain atomics: /metrics reads them.
@@ -47,6 +49,8 @@ type Stats struct {
 	Admitted  atomic.Uint64
 	Tunnels   atomic.Uint64 // Upgrade tunnels opened
 	OpenConns atomic.Int64  // client connections open
+	// Delay is how long delayed requests waited for their token.
+	Delay histogram.Histogram
 }
 
 // exchange is what one request's handling learned, for the counters and

@@ -375,10 +375,134 @@ routes:
 	tun.Close()
 	waitFor(t, "the closed tunnel's count", func() bool { return inFlight() == 0 })
 	_, raw := in.adminCall(t, "GET", "/limits", "")
-	if !contains(raw, `"name":"inflight","key":"ip","mode":"enforce","concurrency":2,"in_flight":0`) || !contains(raw, `"decisions":{"allowed":4,"limited":1,"would_limit":0}`) {
+	if !contains(raw, `"name":"inflight","key":"ip","mode":"enforce","concurrency":2,"in_flight":0`) || !contains(raw, `"decisions":{"allowed":4,"delayed":0,"limited":1,"would_limit":0}`) {
 		t.Errorf("/limits: %s", raw)
 	}
 	if code := in.stop(t, syscall.SIGTERM); code != 0 { // the binary is built with -race
 		t.Fatalf("exit code %d:\n%s", code, in.log())
 	}
+}
+
+// TestDelayMatchesNginx plays one trace against nginx (limit_req rate=10r/s
+// burst=5 delay=2) and against the same limit here (capacity 3 = delay+1,
+// rate 10/s, delay 300ms = (burst-delay)/rate): 10 requests at once, then
+// 4 more a second later, each on its own connection. Both must serve,
+// delay and refuse the same numbers of requests.
+func TestDelayMatchesNginx(t *testing.T) {
+	backend := okBackend(t)
+	ngx := freeAddr(t)
+	startNginx(t, ngx, fmt.Sprintf(`
+  limit_req_zone $binary_remote_addr zone=z:1m rate=10r/s;
+  server {
+    listen %s;
+    location / {
+      limit_req zone=z burst=5 delay=2;
+      limit_req_status 429;
+      proxy_pass %s;
+    }
+  }`, ngx, backend))
+	file := filepath.Join(t.TempDir(), "equalizer.yaml")
+	writeFile(t, file, fmt.Sprintf(`backends: [%q]
+limits:
+  z: {key: ip, capacity: 3, rate: 10/s, delay: 300ms}
+routes:
+  - {match: {}, limits: [z]}
+`, backend))
+	in := startInstance(t, map[string]string{"EQUALIZER_CONFIG_FILE": file})
+
+	// trace sends bursts of requests at once and sorts the answers into
+	// served at once, delayed (50 ms or more) and refused.
+	trace := func(addr string) string {
+		var out []string
+		for _, burst := range []int{10, 4} {
+			type result struct {
+				status int
+				took   time.Duration
+			}
+			results := make(chan result, burst)
+			start := time.Now()
+			for range burst {
+				go func() {
+					s, _ := rawGet(t, addr, "GET", "/", "shop.test")
+					results <- result{s, time.Since(start)}
+				}()
+			}
+			now, delayed, refused := 0, 0, 0
+			for range burst {
+				r := <-results
+				switch {
+				case r.status == 429:
+					refused++
+				case r.status == 200 && r.took >= 50*time.Millisecond:
+					delayed++
+				case r.status == 200:
+					now++
+				default:
+					t.Errorf("%s: status %d", addr, r.status)
+				}
+			}
+			out = append(out, fmt.Sprintf("%d at once, %d delayed, %d refused", now, delayed, refused))
+			time.Sleep(time.Until(start.Add(time.Second)))
+		}
+		return strings.Join(out, "; ")
+	}
+	nginx := trace(ngx)
+	ours := trace(in.proxy)
+	t.Logf("nginx:     %s", nginx)
+	t.Logf("equalizer: %s", ours)
+	if nginx != ours {
+		t.Fatalf("the same trace: nginx %q, equalizer %q", nginx, ours)
+	}
+	m, _ := in.scrape(t)
+	if m[`equalizer_limit_decisions_total{limit="z",result="delayed"}`] != 4 || m["equalizer_limit_delay_seconds_count"] != 4 {
+		t.Errorf("delayed %v, delay histogram count %v, want 4 and 4",
+			m[`equalizer_limit_decisions_total{limit="z",result="delayed"}`], m["equalizer_limit_delay_seconds_count"])
+	}
+	in.stop(t, syscall.SIGTERM)
+}
+
+// TestDelayedClientThatLeavesIsNotCharged: a request waiting 500 ms for
+// its token whose client disconnects after 100 ms gives the token back:
+// the next request, at 600 ms, finds a token and goes at once.
+func TestDelayedClientThatLeavesIsNotCharged(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "equalizer.yaml")
+	writeFile(t, file, fmt.Sprintf(`backends: [%q]
+limits:
+  z: {key: ip, capacity: 1, rate: 2/s, delay: 2s}
+routes:
+  - {match: {}, limits: [z]}
+`, okBackend(t)))
+	in := startInstance(t, map[string]string{"EQUALIZER_CONFIG_FILE": file})
+	start := time.Now()
+	if s, _ := rawGet(t, in.proxy, "GET", "/", "shop.test"); s != 200 {
+		t.Fatalf("first: %d", s)
+	}
+	c, err := net.Dial("tcp", in.proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n") //nolint:errcheck
+	time.Sleep(100 * time.Millisecond)
+	var lims []struct{ Waiting int64 }
+	_, raw := in.adminCall(t, "GET", "/limits", "")
+	json.Unmarshal([]byte(raw), &lims) //nolint:errcheck
+	if len(lims) < 2 || lims[1].Waiting != 1 {
+		t.Fatalf("one request should be waiting: %s", raw)
+	}
+	c.Close()
+	time.Sleep(time.Until(start.Add(600 * time.Millisecond)))
+	t0 := time.Now()
+	if s, _ := rawGet(t, in.proxy, "GET", "/", "shop.test"); s != 200 || time.Since(t0) > 50*time.Millisecond {
+		t.Fatalf("after the waiting client left: %d in %v, want 200 at once (its token was given back)", s, time.Since(t0))
+	}
+	waitFor(t, "the waiting count", func() bool {
+		var now []struct{ Waiting int64 }
+		_, raw := in.adminCall(t, "GET", "/limits", "")
+		json.Unmarshal([]byte(raw), &now) //nolint:errcheck
+		return len(now) == 2 && now[1].Waiting == 0
+	})
+	if m, _ := in.scrape(t); m[`equalizer_requests_total{outcome="client_gone"}`] != 1 {
+		t.Errorf("client_gone: %v, want 1", m[`equalizer_requests_total{outcome="client_gone"}`])
+	}
+	in.stop(t, syscall.SIGTERM)
 }

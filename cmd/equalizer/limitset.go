@@ -50,7 +50,7 @@ func (s *limitSet) build(spec limitSpec) *namedLimit {
 	ctx, cancel := context.WithCancel(s.ctx)
 	s.wg.Go(func() { lim.RunSweeper(ctx) })
 	return &namedLimit{stop: cancel, limit: &limits.Limit{Name: spec.name, Lim: lim, Key: key, KeyText: spec.key,
-		Mode: spec.mode, Capacity: spec.capacity, Rate: rate, RateText: spec.rate}}
+		Mode: spec.mode, Capacity: spec.capacity, Rate: rate, RateText: spec.rate, Delay: spec.delay}}
 }
 
 // apply makes the set match specs.
@@ -87,7 +87,7 @@ func (s *limitSet) apply(specs []limitSpec) {
 		// A new Limit (the old one is immutable and may be in use); the
 		// buckets and counters carry over.
 		nl := &limits.Limit{Name: spec.name, Lim: l.Lim, Key: l.Key, KeyText: spec.key, Mode: spec.mode,
-			Capacity: spec.capacity, Rate: rate, RateText: spec.rate}
+			Capacity: spec.capacity, Rate: rate, RateText: spec.rate, Delay: spec.delay}
 		for i := range nl.Decisions {
 			nl.Decisions[i].Store(l.Decisions[i].Load())
 		}

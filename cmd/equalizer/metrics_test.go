@@ -147,6 +147,13 @@ func TestMetricsCountEveryOutcomeOnce(t *testing.T) {
 		want := map[string]float64{}
 		for _, s := range c.moved {
 			want[s]++
+			// The limit default's decisions move with the limiter's.
+			switch s {
+			case `equalizer_limiter_decisions_total{decision="admitted"}`:
+				want[`equalizer_limit_decisions_total{limit="default",result="allowed"}`]++
+			case `equalizer_limiter_decisions_total{decision="limited"}`:
+				want[`equalizer_limit_decisions_total{limit="default",result="limited"}`]++
+			}
 			// A request that reached routing counts for its route too.
 			if o, ok := strings.CutPrefix(s, `equalizer_requests_total{outcome="`); ok {
 				o = strings.TrimSuffix(o, `"}`)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/goccy/go-yaml"
 
@@ -38,6 +39,7 @@ type limitSpec struct {
 	rate        string
 	mode        limits.Mode
 	concurrency int64 // > 0: a concurrency limit
+	delay       time.Duration
 }
 
 // sections is what the routing sections say.
@@ -188,7 +190,13 @@ func parseLimit(name string, v any) (limitSpec, error) {
 			}
 			l.concurrency = n
 		case "delay":
-			err = fmt.Errorf("not built yet in this version (see the README's Limits section)")
+			var text string
+			if text, err = str(value); err == nil {
+				l.delay, err = time.ParseDuration(text)
+			}
+			if err != nil || l.delay < time.Millisecond || l.delay > 10*time.Minute {
+				err = fmt.Errorf("want a duration from 1ms to 10m, such as 2s")
+			}
 		default:
 			return l, fmt.Errorf("%s.%s: unknown key (a limit takes %s)", at, key, strings.Join(limitKeys, ", "))
 		}
@@ -197,6 +205,8 @@ func parseLimit(name string, v any) (limitSpec, error) {
 		}
 	}
 	switch {
+	case l.concurrency > 0 && l.delay > 0:
+		return l, fmt.Errorf("%s.delay: a concurrency limit cannot delay", at)
 	case l.concurrency > 0 && (l.capacity != 0 || l.rate != ""):
 		return l, fmt.Errorf("%s.concurrency: a concurrency limit has no capacity or rate (make those another limit)", at)
 	case l.concurrency > 0:
