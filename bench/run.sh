@@ -166,6 +166,18 @@ eq equalizer-tls 9210 EQUALIZER_TLS_CERT="$WORK/tls.pem" EQUALIZER_TLS_KEY="$WOR
 } >"$WORK/routes10.yaml"
 eq equalizer-10-routes 9211 EQUALIZER_CONFIG_FILE="$WORK/routes10.yaml"
 
+# Three limits on the route (the default, a per-minute one by address and
+# a per-day one by a header wrk does not send: keyed by address), none
+# refusing: what charging several limits costs against the one default.
+cat >"$WORK/limits3.yaml" <<YAML
+limits:
+  per-min: {key: ip, capacity: 1000000000, rate: 1000000000/m}
+  per-day: {key: "header:X-Api-Key", capacity: 1000000000, rate: 1000000000/d}
+routes:
+  - {name: all, match: {}, limits: [default, per-min, per-day]}
+YAML
+eq equalizer-3-limits 9212 EQUALIZER_CONFIG_FILE="$WORK/limits3.yaml"
+
 for workers in 1 2; do
   tls_server=""
   [ "$workers" = 2 ] && tls_server="server {
@@ -257,6 +269,7 @@ TARGETS=(
   "direct-backend $B1"
   "gopher-equalizer 127.0.0.1:9201"
   "gopher-equalizer-10-routes 127.0.0.1:9211"
+  "gopher-equalizer-3-limits 127.0.0.1:9212"
   "gopher-equalizer-limiter-off 127.0.0.1:9202"
   "gopher-equalizer-metrics-off 127.0.0.1:9208"
   "gopher-equalizer-access-log 127.0.0.1:9209"
