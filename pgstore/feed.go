@@ -51,7 +51,7 @@ func newInstanceID() string {
 // as of LastRefill, in this process's clock; capacity and rate unset), in
 // the order of the syncs.
 func (s *Store) Changed(ctx context.Context) ([]limiter.Bucket, error) {
-	f := &s.feed
+	f := s.feed
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	read := make([]int64, 0, len(f.seen))
@@ -59,8 +59,8 @@ func (s *Store) Changed(ctx context.Context) ([]limiter.Bucket, error) {
 		read = append(read, seq)
 	}
 	rows, err := s.pool.Query(ctx, `
-SELECT seq, instance = $3, client_ids, tokens, versions, date_part('epoch', now() - at)
-FROM token_bucket_syncs WHERE seq > $1 AND seq <> ALL($2) ORDER BY seq`, f.floor, read, s.instance)
+SELECT seq, instance = $3 OR limit_name <> $4, client_ids, tokens, versions, date_part('epoch', now() - at)
+FROM token_bucket_syncs WHERE seq > $1 AND seq <> ALL($2) ORDER BY seq`, f.floor, read, s.instance, s.limit)
 	if err != nil {
 		return nil, err
 	}

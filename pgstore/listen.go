@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -18,8 +19,10 @@ import (
 // changed since the last change it saw, so a change made while it was
 // away still arrives; rows the limiter already holds change nothing.
 type Listener struct {
-	s         *Store
-	lim       *limiter.Limiter
+	s *Store
+	// lim finds the limiter of a limit by name; nil: a limit this
+	// configuration does not have (its changes are ignored).
+	lim       func(limit string) *limiter.Limiter
 	onBackend func(BackendRow)
 	conn      *pgx.Conn
 	// since and backendsSince: the newest admin_at / changed_at seen, in
@@ -29,7 +32,7 @@ type Listener struct {
 
 // Listen starts listening. Call it before loading the buckets: a change
 // committed after it returns is notified, one before it is in the load.
-func (s *Store) Listen(ctx context.Context, lim *limiter.Limiter, onBackend func(BackendRow)) (*Listener, error) {
+func (s *Store) Listen(ctx context.Context, lim func(limit string) *limiter.Limiter, onBackend func(BackendRow)) (*Listener, error) {
 	l := &Listener{s: s, lim: lim, onBackend: onBackend}
 	conn, now, err := l.connect(ctx)
 	if err != nil {
@@ -127,15 +130,21 @@ func (l *Listener) serve(ctx context.Context) error {
 			}
 			continue
 		}
-		row, err := l.s.state(ctx, n.Payload)
+		limit, clientID, ok := strings.Cut(n.Payload, "/")
+		if !ok { // from an instance that predates limits
+			limit, clientID = "default", n.Payload
+		}
+		row, err := l.s.stateOf(ctx, limit, clientID)
 		if errors.Is(err, pgx.ErrNoRows) {
 			continue // purged meanwhile
 		}
 		if err != nil {
 			return err
 		}
-		if err := l.lim.ApplyRemote(ctx, row.Bucket); err != nil {
-			return err
+		if lim := l.lim(limit); lim != nil {
+			if err := lim.ApplyRemote(ctx, row.Bucket); err != nil {
+				return err
+			}
 		}
 		if row.adminAt.After(l.since) {
 			l.since = row.adminAt
@@ -145,7 +154,7 @@ func (l *Listener) serve(ctx context.Context) error {
 
 // catchUp applies the rows an admin changed since *since (with a second of
 // margin for clock steps between transactions) and moves *since on.
-func (s *Store) catchUp(ctx context.Context, lim *limiter.Limiter, since *time.Time) error {
+func (s *Store) catchUp(ctx context.Context, lim func(string) *limiter.Limiter, since *time.Time) error {
 	// version > 0: rows an admin changed (automatic rows are stamped at insert).
 	rows, err := s.pool.Query(ctx, stateColumns+` WHERE admin_at > $1 AND version > 0 ORDER BY admin_at`, since.Add(-time.Second))
 	if err != nil {
@@ -156,8 +165,10 @@ func (s *Store) catchUp(ctx context.Context, lim *limiter.Limiter, since *time.T
 		return err
 	}
 	for _, row := range changed {
-		if err := lim.ApplyRemote(ctx, row.Bucket); err != nil {
-			return err
+		if l := lim(row.limit); l != nil {
+			if err := l.ApplyRemote(ctx, row.Bucket); err != nil {
+				return err
+			}
 		}
 		if row.adminAt.After(*since) {
 			*since = row.adminAt
@@ -170,12 +181,13 @@ func (s *Store) catchUp(ctx context.Context, lim *limiter.Limiter, since *time.T
 const stateColumns = `
 SELECT client_id, capacity,
        GREATEST(LEAST(capacity, tokens + rate_per_sec * date_part('epoch', now() - last_refill)), -(8 * capacity + rate_per_sec)),
-       rate_per_sec, managed, version, deleted, admin_at
+       rate_per_sec, managed, version, deleted, admin_at, limit_name
 FROM token_buckets`
 
 type stateRow struct {
 	limiter.Bucket
 	adminAt time.Time
+	limit   string
 }
 
 func scanStates(rows pgx.Rows) ([]stateRow, error) {
@@ -184,7 +196,7 @@ func scanStates(rows pgx.Rows) ([]stateRow, error) {
 	now := time.Now()
 	for rows.Next() {
 		r := stateRow{Bucket: limiter.Bucket{LastRefill: now}}
-		if err := rows.Scan(&r.ClientID, &r.Capacity, &r.Tokens, &r.RatePerSec, &r.Managed, &r.Version, &r.Deleted, &r.adminAt); err != nil {
+		if err := rows.Scan(&r.ClientID, &r.Capacity, &r.Tokens, &r.RatePerSec, &r.Managed, &r.Version, &r.Deleted, &r.adminAt, &r.limit); err != nil {
 			return nil, err
 		}
 		out = append(out, r)
@@ -201,9 +213,14 @@ func (s *Store) Load(ctx context.Context, clientID string) (limiter.Bucket, bool
 	return row.Bucket, err == nil, err
 }
 
-// state reads one row as it is now.
+// state reads one row of s's limit as it is now.
 func (s *Store) state(ctx context.Context, clientID string) (stateRow, error) {
-	rows, err := s.pool.Query(ctx, stateColumns+` WHERE client_id = $1`, clientID)
+	return s.stateOf(ctx, s.limit, clientID)
+}
+
+// stateOf reads one row of a limit as it is now.
+func (s *Store) stateOf(ctx context.Context, limit, clientID string) (stateRow, error) {
+	rows, err := s.pool.Query(ctx, stateColumns+` WHERE limit_name = $1 AND client_id = $2`, limit, clientID)
 	if err != nil {
 		return stateRow{}, err
 	}

@@ -38,8 +38,21 @@ type Store struct {
 	// instance names this process in the sync feed, so that it skips
 	// its own entries.
 	instance string
-	feed     syncFeed
+	// limit is the limit whose buckets this Store reads and writes
+	// ("default" for Open's; see ForLimit).
+	limit string
+	feed  *syncFeed
 }
+
+// ForLimit is a Store over the same connections for the buckets of the
+// named limit, with a sync feed of its own.
+func (s *Store) ForLimit(ctx context.Context, name string) (*Store, error) {
+	c := &Store{pool: s.pool, log: s.log, skipped: s.skipped, instance: s.instance, limit: name, feed: &syncFeed{}}
+	return c, c.feed.start(ctx, s.pool)
+}
+
+// Limit is the name of the limit whose buckets s holds.
+func (s *Store) Limit() string { return s.limit }
 
 // Open connects, retrying until ctx is done, and applies migrations. An
 // unreachable database ends in an error that says how long it tried.
@@ -56,7 +69,8 @@ func Open(ctx context.Context, url string, log zerolog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{pool: pool, log: log, skipped: logthrottle.New(log, 10*time.Second), instance: newInstanceID()}
+	s := &Store{pool: pool, log: log, skipped: logthrottle.New(log, 10*time.Second), instance: newInstanceID(),
+		limit: "default", feed: &syncFeed{}}
 	start := time.Now()
 	for attempt := 1; ; attempt++ {
 		err = pool.Ping(ctx)
@@ -97,10 +111,10 @@ func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 // for the clients that come back.
 func (s *Store) LoadInto(ctx context.Context, lim *limiter.Limiter, max int) (int, error) {
 	q := `SELECT client_id, capacity, tokens, rate_per_sec, last_refill, managed, version
-		FROM token_buckets WHERE NOT deleted`
-	var args []any
+		FROM token_buckets WHERE NOT deleted AND limit_name = $1`
+	args := []any{s.limit}
 	if max > 0 {
-		q += " ORDER BY managed DESC, updated_at DESC LIMIT $1"
+		q += " ORDER BY managed DESC, updated_at DESC LIMIT $2"
 		args = append(args, max)
 	}
 	rows, err := s.pool.Query(ctx, q, args...)
@@ -128,9 +142,9 @@ const notifyChannel = "token_buckets"
 // It answers the version written.
 const adminUpsertSQL = `
 WITH w AS (
-    INSERT INTO token_buckets AS t (client_id, capacity, tokens, rate_per_sec, last_refill, managed, version, deleted, admin_at)
-    VALUES ($1, $2, $3, $4, $5, $6, 1, false, now())
-    ON CONFLICT (client_id) DO UPDATE SET
+    INSERT INTO token_buckets AS t (limit_name, client_id, capacity, tokens, rate_per_sec, last_refill, managed, version, deleted, admin_at)
+    VALUES ($7, $1, $2, $3, $4, $5, $6, 1, false, now())
+    ON CONFLICT (limit_name, client_id) DO UPDATE SET
         capacity = EXCLUDED.capacity,
         tokens = EXCLUDED.tokens,
         rate_per_sec = EXCLUDED.rate_per_sec,
@@ -140,9 +154,9 @@ WITH w AS (
         deleted = false,
         admin_at = now(),
         updated_at = now()
-    RETURNING t.client_id, t.version
+    RETURNING t.limit_name, t.client_id, t.version
 )
-SELECT max(version), count(pg_notify('` + notifyChannel + `', client_id)) FROM w`
+SELECT max(version), count(pg_notify('` + notifyChannel + `', limit_name || '/' || client_id)) FROM w`
 
 // Save implements limiter.Store for admin writes; every instance hears of
 // the row at once (NOTIFY).
@@ -151,7 +165,7 @@ func (s *Store) Save(ctx context.Context, b limiter.Bucket) (int64, error) {
 	err := s.retryOnce(ctx, func() error {
 		var count int
 		return s.pool.QueryRow(ctx, adminUpsertSQL, b.ClientID, b.Capacity, min(b.Tokens, float64(b.Capacity)),
-			b.RatePerSec, b.LastRefill, b.Managed).Scan(&version, &count)
+			b.RatePerSec, b.LastRefill, b.Managed, s.limit).Scan(&version, &count)
 	})
 	return version, err
 }
@@ -167,9 +181,9 @@ func (s *Store) Delete(ctx context.Context, clientID string) (int64, error) {
 		return s.pool.QueryRow(ctx, `
 WITH w AS (
     UPDATE token_buckets SET deleted = true, version = version + 1, admin_at = now(), updated_at = now()
-    WHERE client_id = $1 RETURNING client_id, version
+    WHERE limit_name = $2 AND client_id = $1 RETURNING limit_name, client_id, version
 )
-SELECT max(version), count(pg_notify('`+notifyChannel+`', client_id)) FROM w`, clientID).Scan(&version, &count)
+SELECT max(version), count(pg_notify('`+notifyChannel+`', limit_name || '/' || client_id)) FROM w`, clientID, s.limit).Scan(&version, &count)
 	})
 	if version == nil {
 		return 0, err
@@ -220,7 +234,7 @@ UPDATE token_buckets AS t SET
     capacity = u.capacity, rate_per_sec = u.rate, managed = false, deleted = false, version = t.version + 1,
     tokens = u.left_tokens, last_refill = now(), updated_at = now()
 FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::float8[], $5::bigint[]) AS u(client_id, capacity, rate, left_tokens, version)
-WHERE t.client_id = u.client_id AND t.deleted AND u.version = 0`
+WHERE t.limit_name = $6 AND t.client_id = u.client_id AND t.deleted AND u.version = 0`
 
 // syncSQL adds each spend to its row and creates the missing rows. A row's
 // new tokens are its tokens refilled to now without the cap, less the
@@ -244,11 +258,11 @@ WHERE t.client_id = u.client_id AND t.deleted AND u.version = 0`
 // to the sync feed (see Changed) in the same statement.
 const syncSQL = `
 WITH w AS (
-INSERT INTO token_buckets AS t (client_id, capacity, tokens, rate_per_sec, last_refill, version)
-SELECT u.client_id, u.capacity, u.capacity - u.spent, u.rate, now() - u.ahead * interval '1 second', u.version
+INSERT INTO token_buckets AS t (limit_name, client_id, capacity, tokens, rate_per_sec, last_refill, version)
+SELECT $8, u.client_id, u.capacity, u.capacity - u.spent, u.rate, now() - u.ahead * interval '1 second', u.version
 FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::float8[], $5::float8[], $6::bigint[])
     AS u(client_id, capacity, rate, spent, ahead, version)
-ON CONFLICT (client_id) DO UPDATE SET
+ON CONFLICT (limit_name, client_id) DO UPDATE SET
     tokens = GREATEST(LEAST(t.capacity,
         t.tokens + t.rate_per_sec * date_part('epoch', now() - t.last_refill) - (EXCLUDED.capacity - EXCLUDED.tokens),
         CASE WHEN t.version = EXCLUDED.version
@@ -260,8 +274,8 @@ WHERE NOT t.deleted
 RETURNING t.client_id, t.capacity, t.tokens + t.rate_per_sec * date_part('epoch', now() - t.last_refill) AS tokens_now,
     t.rate_per_sec, t.managed, t.version, t.deleted
 ), feed AS (
-    INSERT INTO token_bucket_syncs (instance, client_ids, tokens, versions)
-    SELECT $7, array_agg(client_id), array_agg(tokens_now), array_agg(version)
+    INSERT INTO token_bucket_syncs (instance, limit_name, client_ids, tokens, versions)
+    SELECT $7, $8, array_agg(client_id), array_agg(tokens_now), array_agg(version)
     FROM w WHERE tokens_now < capacity AND NOT deleted HAVING count(*) > 0
 )
 SELECT * FROM w`
@@ -285,7 +299,7 @@ const stateSQL = `
 SELECT client_id, capacity,
        GREATEST(LEAST(capacity, tokens + rate_per_sec * date_part('epoch', now() - last_refill)), -(8 * capacity + rate_per_sec)),
        rate_per_sec, managed, version, deleted
-FROM token_buckets WHERE client_id = ANY($1)`
+FROM token_buckets WHERE limit_name = $2 AND client_id = ANY($1)`
 
 // Sync implements limiter.Store: one statement adds the spending of up to
 // batchSize buckets, a second reads back their state, in one transaction.
@@ -319,7 +333,7 @@ func (s *Store) Sync(ctx context.Context, spends []limiter.Spend) ([]limiter.Buc
 			return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 				// The common case is one statement: the upsert returns the
 				// rows it wrote, as they are now.
-				rows, err := tx.Query(ctx, syncSQL, ids, caps, rates, spent, ahead, versions, s.instance)
+				rows, err := tx.Query(ctx, syncSQL, ids, caps, rates, spent, ahead, versions, s.instance, s.limit)
 				if err != nil {
 					return err
 				}
@@ -344,10 +358,10 @@ func (s *Store) Sync(ctx context.Context, spends []limiter.Spend) ([]limiter.Buc
 						mLefts, mVersions = append(mLefts, lefts[k]), append(mVersions, versions[k])
 					}
 				}
-				if _, err := tx.Exec(ctx, reviveSQL, mIDs, mCaps, mRates, mLefts, mVersions); err != nil {
+				if _, err := tx.Exec(ctx, reviveSQL, mIDs, mCaps, mRates, mLefts, mVersions, s.limit); err != nil {
 					return err
 				}
-				rows, err = tx.Query(ctx, stateSQL, mIDs)
+				rows, err = tx.Query(ctx, stateSQL, mIDs, s.limit)
 				if err != nil {
 					return err
 				}
@@ -428,7 +442,7 @@ func (s *Store) retryConflict(ctx context.Context, tx func() error) error {
 func (s *Store) SetDefaults(ctx context.Context, old, now limiter.Defaults) (int64, error) {
 	tag, err := s.pool.Exec(ctx, `
 UPDATE token_buckets SET capacity = $1, rate_per_sec = $2, tokens = GREATEST(LEAST(tokens, $1), -(8 * $1 + $2)), updated_at = now()
-WHERE NOT managed AND NOT deleted AND capacity = $3 AND rate_per_sec = $4`,
-		now.Capacity, now.RatePerSec, old.Capacity, old.RatePerSec)
+WHERE NOT managed AND NOT deleted AND capacity = $3 AND rate_per_sec = $4 AND limit_name = $5`,
+		now.Capacity, now.RatePerSec, old.Capacity, old.RatePerSec, s.limit)
 	return tag.RowsAffected(), err
 }

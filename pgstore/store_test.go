@@ -307,7 +307,7 @@ func TestListenAppliesAdminChangesOfOtherInstances(t *testing.T) {
 	lim := limiter.New(limiter.Config{Capacity: 10, RatePerSec: 1, Persist: true}, b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	l, err := b.Listen(ctx, lim, nil)
+	l, err := b.Listen(ctx, func(string) *limiter.Limiter { return lim }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"gopher-equalizer/limiter"
 	"gopher-equalizer/limits"
+	"gopher-equalizer/pgstore"
 )
 
 // limitSet holds the named limits of the configuration file besides the
@@ -26,6 +28,15 @@ type limitSet struct {
 	log        zerolog.Logger
 	ctx        context.Context // ends the sweepers
 	wg         *sync.WaitGroup
+	// With a database, a token limit's buckets are rows of its own
+	// (pgstore.ForLimit), loaded at start and synced by a persister that
+	// runs until persistCtx ends, then flushes one last time.
+	pg          *pgstore.Store
+	persistCtx  context.Context
+	syncEvery   time.Duration
+	deferRounds int
+	finalFlush  time.Duration
+	report      func(error)
 
 	mu    sync.Mutex
 	named map[string]*namedLimit
@@ -36,25 +47,48 @@ type namedLimit struct {
 	stop  context.CancelFunc
 }
 
-func (s *limitSet) build(spec limitSpec) *namedLimit {
+func (s *limitSet) build(spec limitSpec) (*namedLimit, error) {
 	key, _ := limits.ParseKey(spec.key) // checked when parsed
 	if spec.concurrency > 0 {
 		f := limits.NewInFlight()
 		ctx, cancel := context.WithCancel(s.ctx)
 		s.wg.Go(func() { f.RunSweeper(ctx, 10*time.Second) })
 		return &namedLimit{stop: cancel, limit: &limits.Limit{Name: spec.name, Key: key, KeyText: spec.key, Mode: spec.mode,
-			Concurrency: spec.concurrency, InFlight: f}}
+			Concurrency: spec.concurrency, InFlight: f}}, nil
 	}
 	rate, _ := limits.ParseRate(spec.rate) // checked when parsed
-	lim := limiter.New(limiter.Config{Capacity: spec.capacity, RatePerSec: rate, MaxBuckets: s.maxBuckets}, limiter.NewMemoryStore())
-	ctx, cancel := context.WithCancel(s.ctx)
-	s.wg.Go(func() { lim.RunSweeper(ctx) })
-	return &namedLimit{stop: cancel, limit: &limits.Limit{Name: spec.name, Lim: lim, Key: key, KeyText: spec.key,
-		Mode: spec.mode, Capacity: spec.capacity, Rate: rate, RateText: spec.rate, Delay: spec.delay}}
+	l := &limits.Limit{Name: spec.name, Key: key, KeyText: spec.key,
+		Mode: spec.mode, Capacity: spec.capacity, Rate: rate, RateText: spec.rate, Delay: spec.delay}
+	if s.pg == nil {
+		l.Lim = limiter.New(limiter.Config{Capacity: spec.capacity, RatePerSec: rate, MaxBuckets: s.maxBuckets}, limiter.NewMemoryStore())
+		ctx, cancel := context.WithCancel(s.ctx)
+		s.wg.Go(func() { l.Lim.RunSweeper(ctx) })
+		return &namedLimit{stop: cancel, limit: l}, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, err := s.pg.ForLimit(ctx, spec.name)
+	if err != nil {
+		return nil, fmt.Errorf("limit %s: %w", spec.name, err)
+	}
+	l.Lim = limiter.New(limiter.Config{Capacity: spec.capacity, RatePerSec: rate, MaxBuckets: s.maxBuckets,
+		Persist: true, DeferRounds: s.deferRounds}, store)
+	n, err := store.LoadInto(ctx, l.Lim, s.maxBuckets*9/10)
+	if err != nil {
+		return nil, fmt.Errorf("limit %s: load buckets: %w", spec.name, err)
+	}
+	s.log.Info().Str("limit", spec.name).Int("buckets", n).Msg("buckets loaded from PostgreSQL")
+	pctx, stop := context.WithCancel(s.persistCtx)
+	s.wg.Go(func() {
+		if err := l.Lim.RunPersister(pctx, s.syncEvery, s.finalFlush, s.report); err != nil {
+			s.log.Error().Err(err).Str("limit", spec.name).Msg("final flush failed: spending since the last flush is lost")
+		}
+	})
+	return &namedLimit{stop: stop, limit: l}, nil
 }
 
 // apply makes the set match specs.
-func (s *limitSet) apply(specs []limitSpec) {
+func (s *limitSet) apply(specs []limitSpec) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	next := map[string]*namedLimit{}
@@ -63,8 +97,18 @@ func (s *limitSet) apply(specs []limitSpec) {
 		if !ok || old.limit.KeyText != spec.key || (old.limit.Concurrency > 0) != (spec.concurrency > 0) {
 			if ok {
 				old.stop()
+				delete(s.named, spec.name)
 			}
-			next[spec.name] = s.build(spec)
+			nl, err := s.build(spec)
+			if err != nil {
+				for _, built := range next {
+					if s.named[built.limit.Name] != built {
+						built.stop()
+					}
+				}
+				return err
+			}
+			next[spec.name] = nl
 			continue
 		}
 		l := old.limit
@@ -99,6 +143,22 @@ func (s *limitSet) apply(specs []limitSpec) {
 		}
 	}
 	s.named = next
+	return nil
+}
+
+// limiter finds the limiter of a limit by name, for the LISTEN loop: nil
+// for a limit this configuration does not have or that keeps no buckets.
+func (s *limitSet) limiter(name string) *limiter.Limiter {
+	if name == "default" {
+		if s.def == nil {
+			return nil
+		}
+		return s.def.Lim
+	}
+	if l := s.byName()[name]; l != nil {
+		return l.Lim
+	}
+	return nil
 }
 
 // byName maps every limit's name to it, "default" included.

@@ -153,6 +153,9 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 
 	// Health checkers (one per pool) run until the drain is over.
 	healthCtx, stopHealth := context.WithCancel(context.Background())
+	// Persisters run until the drain is over, then flush one last time.
+	persistCtx, stopPersist := context.WithCancel(context.Background())
+	defer stopPersist()
 	defer stopHealth()
 	var background sync.WaitGroup
 	pools := &poolSet{def: backendPool, newBackend: newBackend, log: log, ctx: healthCtx, wg: &background}
@@ -186,12 +189,24 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 	}
 	var saveBackend func(context.Context, string, pool.Change) error
 	var listener *pgstore.Listener
+	// The LISTEN loop hands each change to its limit's limiter; the named
+	// limits are built below.
+	var namedLims *limitSet
+	limiterOf := func(name string) *limiter.Limiter {
+		if name == "default" {
+			return lim
+		}
+		if namedLims == nil {
+			return nil
+		}
+		return namedLims.limiter(name)
+	}
 	if pg, ok := store.(*pgstore.Store); ok {
 		// Listening starts before anything is loaded, so that every admin
 		// change is either in what is loaded or notified after it; all of
 		// it is in memory before the listeners open.
 		listenCtx, cancel := context.WithTimeout(context.Background(), cfg.DatabaseConnectTimeout)
-		listener, err = pg.Listen(listenCtx, lim, applyStored)
+		listener, err = pg.Listen(listenCtx, limiterOf, applyStored)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("listen for admin changes: %w", err)
@@ -240,8 +255,15 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 		RequestIDHeader:  cfg.RequestID,
 		AccessLog:        accessWriter,
 	}, backendPool, charged, key, log)
-	lims := &limitSet{def: px.DefaultLimit(), maxBuckets: cfg.MaxBuckets, log: log, ctx: healthCtx, wg: &background}
-	lims.apply(sec.limits)
+	pgStore, _ := store.(*pgstore.Store)
+	lims := &limitSet{def: px.DefaultLimit(), maxBuckets: cfg.MaxBuckets, log: log, ctx: healthCtx, wg: &background,
+		pg: pgStore, persistCtx: persistCtx, syncEvery: min(cfg.SyncInterval, cfg.PersistInterval),
+		deferRounds: max(int(cfg.PersistInterval/max(cfg.SyncInterval, 1))-1, 0), finalFlush: cfg.ShutdownTimeout,
+		report: throttle(log, 10*time.Second, "syncing a limit's buckets with PostgreSQL failed; retrying with backoff")}
+	if err := lims.apply(sec.limits); err != nil {
+		return err
+	}
+	namedLims = lims
 	routes, err := routeTable(sec, pools.byName(), lims.byName(), log)
 	if err != nil {
 		return err
@@ -308,7 +330,6 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 		return fmt.Errorf("EQUALIZER_ADMIN_LISTEN: %w", err)
 	}
 
-	persistCtx, stopPersist := context.WithCancel(context.Background())
 	healthStatus, _ := pool.ParseStatusSet(cfg.HealthStatus)
 	checker := pool.NewChecker(backendPool, pool.HealthConfig{
 		Interval: cfg.HealthInterval, Timeout: cfg.HealthTimeout, Path: cfg.HealthPath, Status: healthStatus,
@@ -343,7 +364,6 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 		defer onSignal(syscall.SIGUSR1, access.Reopen)()
 	}
 
-	pgStore, _ := store.(*pgstore.Store)
 	reload := &reloader{cfg: cfg, environ: env, pool: backendPool, checker: checker, pools: pools, limits: lims, proxy: px, lim: lim, pg: pgStore,
 		access: access, certs: certs, newBackend: newBackend, applyStored: applyStored, log: log}
 	defer onSignal(syscall.SIGHUP, func() { reload.reload() })()

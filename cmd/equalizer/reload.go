@@ -173,7 +173,10 @@ func (r *reloader) applyRouting(sec sections) {
 		r.log.Error().Err(err).Msg("configuration reload: pools not applied")
 		return
 	}
-	r.limits.apply(sec.limits)
+	if err := r.limits.apply(sec.limits); err != nil {
+		r.log.Error().Err(err).Msg("configuration reload: limits not applied")
+		return
+	}
 	table, err := routeTable(sec, r.pools.byName(), r.limits.byName(), r.log)
 	if err != nil { // checked before; a pool that failed to build
 		r.log.Error().Err(err).Msg("configuration reload: routes not applied")
