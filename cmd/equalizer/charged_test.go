@@ -96,6 +96,7 @@ type sequentialClient struct {
 	c    *fasthttp.HostClient
 	addr string
 	key  string
+	path string // "/" unless set
 }
 
 func newSequentialClient(addr, key string) *sequentialClient {
@@ -107,7 +108,11 @@ func (s *sequentialClient) send() int {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI("http://" + s.addr + "/")
+	path := s.path
+	if path == "" {
+		path = "/"
+	}
+	req.SetRequestURI("http://" + s.addr + path)
 	req.Header.Set("X-Client", s.key)
 	if err := s.c.DoTimeout(req, resp, 5*time.Second); err != nil {
 		return 0

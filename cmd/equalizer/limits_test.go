@@ -6,10 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -579,4 +582,66 @@ routes:
 	}
 	a.stop(t, syscall.SIGTERM)
 	b.stop(t, syscall.SIGTERM)
+}
+
+// TestThreeInstancesShareANamedLimit: the cold key of TestColdKeyOnSeveralInstances
+// on a route's named limit: capacity 50 and 10/s keyed by a header, 1,000
+// requests/s round robin over 3 instances for 20 s: 250 +- 5 %.
+func TestThreeInstancesShareANamedLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs for 20 s")
+	}
+	_, env, _ := startShared(t, 0, "1000000", "1000000")
+	file := filepath.Join(t.TempDir(), "equalizer.yaml")
+	writeFile(t, file, `limits:
+  per-route: {key: "header:X-Client", capacity: 50, rate: 10/s}
+routes:
+  - {name: api, match: {path_prefix: /api/}, limits: [per-route, default]}
+`)
+	env["EQUALIZER_CONFIG_FILE"] = file
+	var ins []*instance
+	for range 3 {
+		ins = append(ins, startInstanceOf(t, plainBinary(t), env))
+	}
+	const perSecond, workers = 1000, 4
+	period := time.Duration(len(ins)*workers) * time.Second / perSecond
+	var admitted, sent atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	start := time.Now()
+	for _, in := range ins {
+		for w := range workers {
+			wg.Go(func() {
+				time.Sleep(period * time.Duration(w) / workers)
+				client := newSequentialClient(in.proxy, "cold")
+				client.path = "/api/x"
+				tick := time.NewTicker(period)
+				defer tick.Stop()
+				for {
+					select {
+					case <-stop:
+						return
+					case <-tick.C:
+					}
+					sent.Add(1)
+					if client.send() == 200 {
+						admitted.Add(1)
+					}
+				}
+			})
+		}
+	}
+	time.Sleep(20 * time.Second)
+	close(stop)
+	wg.Wait()
+	elapsed := time.Since(start).Seconds()
+	want := 50 + 10*elapsed
+	got := float64(admitted.Load())
+	t.Logf("3 instances, a named limit, %d requests sent in %.1f s: admitted %.0f, ideal %.0f (%+.1f%%)", sent.Load(), elapsed, got, want, 100*(got-want)/want)
+	if float64(sent.Load()) < 0.8*perSecond*elapsed {
+		t.Fatalf("only %d requests sent: the test machine is too slow for this test", sent.Load())
+	}
+	if math.Abs(got-want) > 0.05*want {
+		t.Fatalf("admitted %.0f, want %.0f +- 5%%", got, want)
+	}
 }
