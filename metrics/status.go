@@ -1,10 +1,12 @@
 package metrics
 
 import (
+	"strconv"
 	"sync"
 	"time"
 
 	"gopher-equalizer/histogram"
+	"gopher-equalizer/limits"
 	"gopher-equalizer/pool"
 	"gopher-equalizer/proxy"
 )
@@ -23,10 +25,21 @@ type Status struct {
 	OpenConns     int64             `json:"open_connections"`
 	OpenTunnels   int               `json:"open_tunnels"`
 	Routes        []RouteStatus     `json:"routes"`
+	Limits        []LimitStatus     `json:"limits"`
 	Backends      []BackendStatus   `json:"backends"`
 	Limiter       *LimiterStatus    `json:"limiter,omitempty"`
 	Store         StoreStatus       `json:"store"`
 	AccessDropped uint64            `json:"access_log_dropped"`
+}
+
+// LimitStatus is one limit's line on the page.
+type LimitStatus struct {
+	Name      string            `json:"name"`
+	Key       string            `json:"key"`
+	Rule      string            `json:"rule"` // "5 per 1m0s", "20 in flight"
+	Mode      string            `json:"mode"`
+	Buckets   int               `json:"buckets"`
+	Decisions map[string]uint64 `json:"decisions"`
 }
 
 // RouteStatus is one route's line on the page, in table order.
@@ -176,6 +189,11 @@ func (r *Registry) Status() Status {
 		}
 		out.Routes = append(out.Routes, rs)
 	}
+	if src.Limits != nil {
+		for _, l := range src.Limits() {
+			out.Limits = append(out.Limits, limitStatus(l))
+		}
+	}
 	for _, np := range src.pools() {
 		for _, b := range np.Pool.Backends() {
 			out.Backends = append(out.Backends, backendStatus(np.Name, b, last.backends[b], prev.backends[b], rate))
@@ -227,4 +245,24 @@ func backendStatus(poolName string, b *pool.Backend, cur, old backendSample, rat
 		bs.Failures[name] = b.Stats.Failures(pool.Reason(i))
 	}
 	return bs
+}
+
+// limitStatus is l's line.
+func limitStatus(l *limits.Limit) LimitStatus {
+	ls := LimitStatus{Name: l.Name, Key: l.KeyText, Mode: l.Mode.String(), Decisions: map[string]uint64{}}
+	switch {
+	case l.Concurrency > 0:
+		ls.Rule = strconv.FormatInt(l.Concurrency, 10) + " in flight"
+		ls.Buckets = l.InFlight.Keys()
+	default:
+		ls.Rule = strconv.FormatInt(l.Capacity, 10) + " at once, " + strconv.FormatFloat(l.Rate, 'g', 6, 64) + "/s"
+		if l.Delay > 0 {
+			ls.Rule += ", delay " + l.Delay.String()
+		}
+		ls.Buckets = l.Lim.Len()
+	}
+	for r := range limits.NumResults {
+		ls.Decisions[limits.ResultNames[r]] = l.Decisions[r].Load()
+	}
+	return ls
 }

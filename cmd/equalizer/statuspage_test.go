@@ -137,6 +137,13 @@ func TestStatusPageInChromium(t *testing.T) {
 	if strings.Count(table, "default") < 2 {
 		t.Errorf("the backends table does not name their pool:\n%s", table)
 	}
+	limitsTable, err := chromedp.Run(ctx, chromedp.Text(`#limits tbody`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(limitsTable, "default") || !strings.Contains(limitsTable, "header:X-Client") || !strings.Contains(limitsTable, "3 at once") {
+		t.Errorf("the limits table does not show the limit default:\n%s", limitsTable)
+	}
 	location, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href`))
 	if err != nil {
 		t.Fatal(err)
