@@ -43,9 +43,9 @@ func ParseKey(s string) (*Key, error) {
 		switch {
 		case p == "ip":
 			k.parts = append(k.parts, keyPart{kind: partIP})
-		case kind == "header" && validToken(name):
+		case kind == "header" && ValidHeaderName(name):
 			k.parts = append(k.parts, keyPart{kind: partHeader, name: []byte(name)})
-		case kind == "cookie" && validToken(name):
+		case kind == "cookie" && ValidHeaderName(name): // a cookie name is a token too
 			k.parts = append(k.parts, keyPart{kind: partCookie, name: []byte(name)})
 		case kind == "query" && name != "":
 			k.parts = append(k.parts, keyPart{kind: partQuery, name: []byte(name)})
@@ -98,7 +98,9 @@ func (p *keyPart) value(req *fasthttp.Request) []byte {
 	}
 }
 
-func validToken(s string) bool {
+// ValidHeaderName reports whether s can be a header field name (an RFC
+// 9110 token).
+func ValidHeaderName(s string) bool {
 	if s == "" {
 		return false
 	}

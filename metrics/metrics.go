@@ -152,7 +152,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	// A backend listed in two pools is two Backends with one URL: its
 	// series are the first pool's (the label set must be unique).
 	seen := map[string]bool{}
-	for _, named := range c.pools() {
+	for _, named := range c.src.pools() {
 		for _, b := range named.Pool.Backends() {
 			gauge(backendPoolDesc, 1, b.URL, named.Name)
 			if seen[b.URL] {
@@ -240,8 +240,6 @@ func (c *collector) backend(ch chan<- prometheus.Metric, b *pool.Backend, counte
 }
 
 // pools are the named pools, "default" first.
-func (c *collector) pools() []NamedPool { return c.src.pools() }
-
 func (src *Sources) pools() []NamedPool {
 	if src.Pools != nil {
 		return src.Pools()

@@ -51,9 +51,6 @@ func (s *Store) ForLimit(ctx context.Context, name string) (*Store, error) {
 	return c, c.feed.start(ctx, s.pool)
 }
 
-// Limit is the name of the limit whose buckets s holds.
-func (s *Store) Limit() string { return s.limit }
-
 // Open connects, retrying until ctx is done, and applies migrations. An
 // unreachable database ends in an error that says how long it tried.
 func Open(ctx context.Context, url string, log zerolog.Logger) (*Store, error) {

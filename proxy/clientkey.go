@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"gopher-equalizer/limits"
 	"net"
 	"net/netip"
 	"strings"
@@ -46,43 +47,49 @@ func ParseClientKey(mode string, trustedCIDRs []string, ipv6Prefix int) (ClientK
 		return k, fmt.Errorf("%q is neither ip nor header:<Name>", mode)
 	}
 	for _, c := range trustedCIDRs {
-		c = strings.TrimSpace(c)
-		if c == "" {
+		if strings.TrimSpace(c) == "" {
 			continue
 		}
-		p, err := netip.ParsePrefix(c)
+		p, err := ParseCIDR(c)
 		if err != nil {
-			a, aerr := netip.ParseAddr(c)
-			if aerr != nil {
-				return k, fmt.Errorf("%q is not a CIDR", c)
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
+			return k, fmt.Errorf("%q is not a CIDR", c)
 		}
-		// An IPv4-mapped IPv6 range is the IPv4 range it maps: peers are
-		// compared in their IPv4 form.
-		if p.Addr().Is4In6() && p.Bits() >= 96 {
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-		}
-		k.trusted = append(k.trusted, p.Masked())
+		k.trusted = append(k.trusted, p)
 	}
 	return k, nil
+}
+
+// ParseCIDR reads a CIDR or a single address, as client addresses are
+// compared: an IPv4-mapped IPv6 range is the IPv4 range it maps
+// (::ffff:10.0.0.0/104 is 10.0.0.0/8); a mapped range wider than the
+// mapped space is refused.
+func ParseCIDR(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return p, err
+	}
+	if a := p.Addr(); a.Is4In6() {
+		if p.Bits() < 96 {
+			return p, fmt.Errorf("an IPv4-mapped prefix shorter than /96")
+		}
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	}
+	return p.Masked(), nil
 }
 
 // ValidHeaderName reports whether name can be a header field name.
 func ValidHeaderName(name string) bool { return validHeaderName(name) }
 
-func validHeaderName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte("()<>@,;:\\\"/[]?={}", c) >= 0 {
-			return false
-		}
-	}
-	return true
-}
+func validHeaderName(name string) bool { return limits.ValidHeaderName(name) }
 
 // Append appends the key of ctx's client to dst. It scans the header
 // itself; the proxy's request path uses appendKey with its own scan.

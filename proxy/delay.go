@@ -23,7 +23,7 @@ const waitStep = 50 * time.Millisecond
 // delay waits wait for the request's reserved tokens; delayed marks the
 // limits that reserved one. It answers and returns false when the request
 // does not go on.
-func (p *Proxy) delay(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, delayed []bool, charged []bool, ipKey []byte, wait time.Duration) bool {
+func (p *Proxy) delay(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, delayed []bool, charged []bool, keys *keySource, wait time.Duration) bool {
 	counted := 0
 	defer func() {
 		for i := range counted {
@@ -35,7 +35,7 @@ func (p *Proxy) delay(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, de
 	for i, l := range rt.Limits {
 		counted = i + 1
 		if delayed[i] && l.Waiting.Add(1) > limits.MaxWaiting {
-			p.giveBack(x, rt, charged, &ctx.Request, ipKey)
+			p.giveBack(x, rt, charged, keys)
 			p.releaseHeld(x)
 			l.Decisions[limits.Limited].Add(1)
 			x.limit = l
@@ -48,7 +48,7 @@ func (p *Proxy) delay(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, de
 	for left := wait; left > 0; left -= waitStep {
 		time.Sleep(min(left, waitStep))
 		if clientGone(ctx.Conn()) {
-			p.giveBack(x, rt, charged, &ctx.Request, ipKey)
+			p.giveBack(x, rt, charged, keys)
 			p.releaseHeld(x)
 			x.answer(ctx, ClientGone, "", StatusClientClosedRequest)
 			ctx.SetConnectionClose()

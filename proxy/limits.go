@@ -18,18 +18,20 @@ import (
 // route's order, and a request refused by one enforcing limit is charged
 // to none (the tokens already taken are given back), as nginx does with
 // several limit_req zones on a location. A shadow limit never refuses: it
-// counts would_limit. Nothing here allocates or locks.
+// counts would_limit. Charging allocates nothing and takes no lock; a
+// delayed request's wait (delay.go) is off that path.
 
 // charge charges rt's limits for the request; it answers and returns false
 // when one refuses. ipKey is the client's address as the limit "default"
-// keys it; defaultKey is the default limit's key (x.key()).
+// keys it (nil when no limit of the route needs it).
 func (p *Proxy) charge(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, ipKey []byte) bool {
+	keys := keySource{req: &ctx.Request, ip: ipKey}
 	now := ctx.Time().UnixNano()
 	var charged, delayed [route.MaxLimits]bool
 	var wait time.Duration
 	for i, l := range rt.Limits {
 		if l.Concurrency > 0 {
-			admitted, counted := p.acquire(ctx, x, rt, l, charged[:i], ipKey)
+			admitted, counted := p.acquire(ctx, x, rt, l, charged[:i], &keys)
 			if !admitted {
 				return false
 			}
@@ -38,9 +40,9 @@ func (p *Proxy) charge(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, i
 		}
 		var d limiter.Decision
 		if l.Delay > 0 {
-			d = l.Lim.AllowWithin(p.limitKey(x, l, &ctx.Request, ipKey), now, int64(l.Delay))
+			d = l.Lim.AllowWithin(keys.of(x, l), now, int64(l.Delay))
 		} else {
-			d = l.Lim.Allow(p.limitKey(x, l, &ctx.Request, ipKey), now)
+			d = l.Lim.Allow(keys.of(x, l), now)
 		}
 		switch {
 		case d.Allowed:
@@ -53,7 +55,7 @@ func (p *Proxy) charge(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, i
 			l.Decisions[limits.WouldLimit].Add(1)
 			x.wouldLimit = true
 		default:
-			p.giveBack(x, rt, charged[:i], &ctx.Request, ipKey)
+			p.giveBack(x, rt, charged[:i], &keys)
 			p.releaseHeld(x)
 			if !d.TableFull {
 				l.Decisions[limits.Limited].Add(1)
@@ -63,7 +65,7 @@ func (p *Proxy) charge(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, i
 			return false
 		}
 	}
-	if wait > 0 && !p.delay(ctx, x, rt, delayed[:len(rt.Limits)], charged[:len(rt.Limits)], ipKey, wait) {
+	if wait > 0 && !p.delay(ctx, x, rt, delayed[:len(rt.Limits)], charged[:len(rt.Limits)], &keys, wait) {
 		return false
 	}
 	for i, l := range rt.Limits {
@@ -88,8 +90,8 @@ func (p *Proxy) isExempt(f *fields, peer netip.Addr, trusted bool) bool {
 // refuses it (giving back what the earlier limits took) when l's key has
 // Concurrency requests in flight; a shadow limit only counts would_limit.
 // counted: the request holds a count of l.
-func (p *Proxy) acquire(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, l *limits.Limit, charged []bool, ipKey []byte) (admitted, counted bool) {
-	if c := l.InFlight.Acquire(p.limitKey(x, l, &ctx.Request, ipKey), l.Concurrency); c != nil {
+func (p *Proxy) acquire(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, l *limits.Limit, charged []bool, keys *keySource) (admitted, counted bool) {
+	if c := l.InFlight.Acquire(keys.of(x, l), l.Concurrency); c != nil {
 		x.held[x.nheld] = heldSlot{f: l.InFlight, c: c}
 		x.nheld++
 		return true, true
@@ -99,7 +101,7 @@ func (p *Proxy) acquire(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, 
 		x.wouldLimit = true
 		return true, false
 	}
-	p.giveBack(x, rt, charged, &ctx.Request, ipKey)
+	p.giveBack(x, rt, charged, keys)
 	p.releaseHeld(x)
 	l.Decisions[limits.Limited].Add(1)
 	x.limit = l
@@ -155,20 +157,28 @@ func (p *Proxy) settleHeld(ctx *fasthttp.RequestCtx, x *exchange) {
 	p.releaseHeld(x)
 }
 
-// limitKey is req's key for l, in x's buffer (the default key stays in
-// its own).
-func (p *Proxy) limitKey(x *exchange, l *limits.Limit, req *fasthttp.Request, ipKey []byte) []byte {
+// keySource builds the keys of one request's limits in a buffer of the
+// charging frame: the key of the limit "default" is the exchange's, the
+// others are built from the request and the client's address (ip).
+type keySource struct {
+	req *fasthttp.Request
+	ip  []byte
+	buf [2*limits.MaxKeyLen + 64]byte
+}
+
+// of is the key of x's request for l, valid until the next call.
+func (k *keySource) of(x *exchange, l *limits.Limit) []byte {
 	if l.Key == nil {
 		return x.key()
 	}
-	return l.Key.Append(x.limitKeyBuf[:0], req, ipKey)
+	return l.Key.Append(k.buf[:0], k.req, k.ip)
 }
 
 // giveBack refunds the limits charged before a refusal.
-func (p *Proxy) giveBack(x *exchange, rt *route.Route, charged []bool, req *fasthttp.Request, ipKey []byte) {
+func (p *Proxy) giveBack(x *exchange, rt *route.Route, charged []bool, keys *keySource) {
 	for i, ok := range charged {
 		if l := rt.Limits[i]; ok && l.Lim != nil { // concurrency counts end in releaseHeld
-			l.Lim.Refund(p.limitKey(x, l, req, ipKey))
+			l.Lim.Refund(keys.of(x, l))
 		}
 	}
 }

@@ -60,21 +60,20 @@ type exchange struct {
 	route   *route.Route  // nil before routing, or when none matched
 	limit   *limits.Limit // the limit that refused, if one did
 	// wouldLimit: a shadow limit found no token.
-	wouldLimit  bool
-	decisions   [route.MaxLimits]limiter.Decision // of the route's limits
-	held        [route.MaxLimits]heldSlot         // counted in flight
-	nheld       int
-	limitKeyBuf [2*limits.MaxKeyLen + 64]byte
-	backend     *pool.Backend // nil when no backend was tried
-	upstream    time.Duration // waiting for backends' response heads
-	keyLen      int           // the client key is keyBuf[:keyLen]
-	keyHash     uint64        // pool.KeyHash of the key, for the hash strategy
-	keyBuf      [MaxKeyLen]byte
-	bodyIn      *requestBody // the streamed request body, when there is one
-	idLen       int          // the request ID is idBuf[:idLen]
-	idNew       bool         // made here, not the client's
-	idLines     int          // request ID lines the client sent
-	idBuf       [maxRequestIDLen]byte
+	wouldLimit bool
+	decisions  [route.MaxLimits]limiter.Decision // of the route's limits
+	held       [route.MaxLimits]heldSlot         // counted in flight
+	nheld      int
+	backend    *pool.Backend // nil when no backend was tried
+	upstream   time.Duration // waiting for backends' response heads
+	keyLen     int           // the client key is keyBuf[:keyLen]
+	keyHash    uint64        // pool.KeyHash of the key, for the hash strategy
+	keyBuf     [MaxKeyLen]byte
+	bodyIn     *requestBody // the streamed request body, when there is one
+	idLen      int          // the request ID is idBuf[:idLen]
+	idNew      bool         // made here, not the client's
+	idLines    int          // request ID lines the client sent
+	idBuf      [maxRequestIDLen]byte
 }
 
 // id is the request ID, empty when IDs are off.

@@ -59,7 +59,7 @@ func Compile(specs []Spec, pools map[string]*pool.Pool, lims map[string]*limits.
 		name := s.Name
 		if name == "" {
 			name = fmt.Sprintf("route%d", i)
-		} else if err := checkName(name); err != nil {
+		} else if err := CheckName(name); err != nil {
 			return nil, nil, fmt.Errorf("%s.name: %v", at, err)
 		}
 		if j, dup := names[name]; dup {
@@ -125,8 +125,9 @@ func routeLimits(at string, names []string, lims map[string]*limits.Limit) ([]*l
 	return out, nil
 }
 
-// checkName keeps names usable as metric labels and in URLs.
-func checkName(name string) error {
+// CheckName keeps route, pool and limit names usable as metric labels
+// and in URLs.
+func CheckName(name string) error {
 	if len(name) > 64 {
 		return fmt.Errorf("%q is longer than 64 bytes", name)
 	}
@@ -137,9 +138,6 @@ func checkName(name string) error {
 	}
 	return nil
 }
-
-// CheckName is the rule for route and pool names.
-func CheckName(name string) error { return checkName(name) }
 
 func compileMatch(s MatchSpec) (matcher, error) {
 	var m matcher
@@ -173,7 +171,7 @@ func compileMatch(s MatchSpec) (matcher, error) {
 		m.methods = append(m.methods, []byte(method))
 	}
 	for name, value := range s.Headers {
-		if !validToken(name) {
+		if !limits.ValidHeaderName(name) {
 			return m, fmt.Errorf("headers: %q is not a header name", name)
 		}
 		m.headers = append(m.headers, header{name: []byte(name), value: []byte(value)})
@@ -213,19 +211,6 @@ func compilePath(field, p string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %q: want a normalised absolute path such as /v1/ (no . or .. segments, no //)", field, p)
 	}
 	return []byte(p), nil
-}
-
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // covers reports whether every request b matches also matches m.

@@ -114,10 +114,7 @@ func (s *limitSet) apply(specs []limitSpec) error {
 		l := old.limit
 		if spec.concurrency > 0 { // the counters carry over
 			nl := &limits.Limit{Name: spec.name, Key: l.Key, KeyText: spec.key, Mode: spec.mode, Concurrency: spec.concurrency, InFlight: l.InFlight}
-			for i := range nl.Decisions {
-				nl.Decisions[i].Store(l.Decisions[i].Load())
-			}
-			next[spec.name] = &namedLimit{limit: nl, stop: old.stop}
+			next[spec.name] = &namedLimit{limit: carryDecisions(nl, l), stop: old.stop}
 			continue
 		}
 		rate, _ := limits.ParseRate(spec.rate)
@@ -132,10 +129,7 @@ func (s *limitSet) apply(specs []limitSpec) error {
 		// buckets and counters carry over.
 		nl := &limits.Limit{Name: spec.name, Lim: l.Lim, Key: l.Key, KeyText: spec.key, Mode: spec.mode,
 			Capacity: spec.capacity, Rate: rate, RateText: spec.rate, Delay: spec.delay}
-		for i := range nl.Decisions {
-			nl.Decisions[i].Store(l.Decisions[i].Load())
-		}
-		next[spec.name] = &namedLimit{limit: nl, stop: old.stop}
+		next[spec.name] = &namedLimit{limit: carryDecisions(nl, l), stop: old.stop}
 	}
 	for name, old := range s.named {
 		if _, ok := next[name]; !ok {
@@ -159,6 +153,15 @@ func (s *limitSet) limiter(name string) *limiter.Limiter {
 		return l.Lim
 	}
 	return nil
+}
+
+// carryDecisions gives a reloaded limit the counters of the one it
+// replaces (the old one is immutable and may still be in use).
+func carryDecisions(next, old *limits.Limit) *limits.Limit {
+	for i := range next.Decisions {
+		next.Decisions[i].Store(old.Decisions[i].Load())
+	}
+	return next
 }
 
 // byName maps every limit's name to it, "default" included.

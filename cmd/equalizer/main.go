@@ -139,17 +139,10 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 			Deadlines:         deadlines,
 		})
 	}
-	backends := make([]*pool.Backend, 0, len(cfg.Backends))
-	for _, raw := range cfg.Backends {
-		b, err := newBackend(raw)
-		if err != nil {
-			return err
-		}
-		backends = append(backends, b)
+	backendPool, err := newPool(cfg, newBackend)
+	if err != nil {
+		return err
 	}
-	strategy, _ := pool.NewStrategy(cfg.Strategy)
-	backendPool := pool.New(backends, strategy)
-	backendPool.PassiveFails = int32(cfg.PassiveFails)
 
 	// Health checkers (one per pool) run until the drain is over.
 	healthCtx, stopHealth := context.WithCancel(context.Background())
@@ -330,11 +323,7 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 		return fmt.Errorf("EQUALIZER_ADMIN_LISTEN: %w", err)
 	}
 
-	healthStatus, _ := pool.ParseStatusSet(cfg.HealthStatus)
-	checker := pool.NewChecker(backendPool, pool.HealthConfig{
-		Interval: cfg.HealthInterval, Timeout: cfg.HealthTimeout, Path: cfg.HealthPath, Status: healthStatus,
-		Fall: cfg.HealthFall, Rise: cfg.HealthRise,
-	}, log)
+	checker := pool.NewChecker(backendPool, healthConfig(cfg), log)
 	background.Go(func() { checker.Run(healthCtx) })
 	persistDone := make(chan error, 1)
 	go func() {

@@ -44,19 +44,29 @@ func healthConfig(c Config) pool.HealthConfig {
 		Fall: c.HealthFall, Rise: c.HealthRise}
 }
 
-// start builds and starts a pool.
-func (s *poolSet) start(spec poolSpec) (*namedPool, error) {
-	var backends []*pool.Backend
-	for _, raw := range spec.cfg.Backends {
-		b, err := s.newBackend(raw)
+// newPool builds the pool of c's backends, strategy and passive health:
+// the pool default from the top-level settings, or a named one.
+func newPool(c Config, newBackend func(string) (*pool.Backend, error)) (*pool.Pool, error) {
+	backends := make([]*pool.Backend, 0, len(c.Backends))
+	for _, raw := range c.Backends {
+		b, err := newBackend(raw)
 		if err != nil {
-			return nil, fmt.Errorf("pools.%s.backends: %w", spec.name, err)
+			return nil, err
 		}
 		backends = append(backends, b)
 	}
-	strategy, _ := pool.NewStrategy(spec.cfg.Strategy) // checked by LoadConfig
+	strategy, _ := pool.NewStrategy(c.Strategy) // checked by LoadConfig
 	p := pool.New(backends, strategy)
-	p.PassiveFails = int32(spec.cfg.PassiveFails)
+	p.PassiveFails = int32(c.PassiveFails)
+	return p, nil
+}
+
+// start builds and starts a pool.
+func (s *poolSet) start(spec poolSpec) (*namedPool, error) {
+	p, err := newPool(spec.cfg, s.newBackend)
+	if err != nil {
+		return nil, fmt.Errorf("pools.%s.backends: %w", spec.name, err)
+	}
 	np := &namedPool{spec: spec, pool: p, checker: pool.NewChecker(p, healthConfig(spec.cfg), s.log.With().Str("pool", spec.name).Logger())}
 	ctx, cancel := context.WithCancel(s.ctx)
 	np.stop = cancel
@@ -131,14 +141,10 @@ func (s *poolSet) list() []metrics.NamedPool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := []metrics.NamedPool{{Name: route.DefaultPool, Pool: s.def}}
-	for _, spec := range sortedNames(s.named) {
+	for _, spec := range slices.Sorted(maps.Keys(s.named)) {
 		out = append(out, metrics.NamedPool{Name: spec, Pool: s.named[spec].pool})
 	}
 	return out
-}
-
-func sortedNames(m map[string]*namedPool) []string {
-	return slices.Sorted(maps.Keys(m))
 }
 
 // routeTable compiles the routes over the pools and limits (one catch-all

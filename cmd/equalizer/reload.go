@@ -128,11 +128,7 @@ func (r *reloader) apply(next Config) {
 		s, _ := pool.NewStrategy(next.Strategy) // checked by LoadConfig
 		r.pool.SetStrategy(s)
 	}
-	status, _ := pool.ParseStatusSet(next.HealthStatus)
-	r.checker.SetConfig(pool.HealthConfig{
-		Interval: next.HealthInterval, Timeout: next.HealthTimeout, Path: next.HealthPath, Status: status,
-		Fall: next.HealthFall, Rise: next.HealthRise,
-	})
+	r.checker.SetConfig(healthConfig(next))
 	if cur.BucketCapacity != next.BucketCapacity || cur.RatePerSec() != next.RatePerSec() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

@@ -12,6 +12,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"gopher-equalizer/limits"
+	"gopher-equalizer/proxy"
 	"gopher-equalizer/route"
 )
 
@@ -401,7 +402,7 @@ func parseCIDRs(at string, v any) ([]netip.Prefix, error) {
 		s, err := str(item)
 		if err == nil {
 			var p netip.Prefix
-			if p, err = parsePrefix(s); err == nil {
+			if p, err = proxy.ParseCIDR(s); err == nil {
 				out = append(out, p)
 				continue
 			}
@@ -409,29 +410,4 @@ func parseCIDRs(at string, v any) ([]netip.Prefix, error) {
 		return nil, fmt.Errorf("%s[%d]: %q: want a CIDR such as 203.0.113.0/24 or an address", at, i, fmt.Sprint(item))
 	}
 	return out, nil
-}
-
-// parsePrefix reads a CIDR or a single address, IPv4-mapped IPv6 unmapped
-// (::ffff:10.0.0.0/104 is 10.0.0.0/8).
-func parsePrefix(s string) (netip.Prefix, error) {
-	s = strings.TrimSpace(s)
-	if !strings.Contains(s, "/") {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return netip.Prefix{}, err
-		}
-		a = a.Unmap()
-		return netip.PrefixFrom(a, a.BitLen()), nil
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return p, err
-	}
-	if a := p.Addr(); a.Is4In6() {
-		if p.Bits() < 96 {
-			return p, fmt.Errorf("a mapped prefix shorter than /96")
-		}
-		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
-	}
-	return p.Masked(), nil
 }
