@@ -197,7 +197,13 @@ func (in *instance) stop(t *testing.T, sig syscall.Signal) int {
 
 func (in *instance) get(t *testing.T, path string, header ...string) (int, http.Header, string) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", "http://"+in.proxy+path, nil)
+	return in.call(t, "GET", path, header...)
+}
+
+// call sends one request without a body to the proxy.
+func (in *instance) call(t *testing.T, method, path string, header ...string) (int, http.Header, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+in.proxy+path, nil)
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
