@@ -88,6 +88,22 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// freeAddrs returns n distinct free addresses: the listeners stay open
+// until all are chosen, so the kernel cannot hand out one port twice.
+func freeAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		out = append(out, ln.Addr().String())
+	}
+	return out
+}
+
 // instance is a running equalizer process.
 type instance struct {
 	cmd    *exec.Cmd
@@ -118,7 +134,8 @@ func startInstanceOf(t *testing.T, bin string, env map[string]string) *instance 
 // waiting for it.
 func launch(t *testing.T, bin string, env map[string]string) *instance {
 	t.Helper()
-	in := &instance{proxy: freeAddr(t), admin: freeAddr(t), logs: &strings.Builder{}, logsMu: &sync.Mutex{}, done: make(chan error, 1),
+	addrs := freeAddrs(t, 2)
+	in := &instance{proxy: addrs[0], admin: addrs[1], logs: &strings.Builder{}, logsMu: &sync.Mutex{}, done: make(chan error, 1),
 		token: env["EQUALIZER_ADMIN_TOKEN"]}
 	vars := []string{"EQUALIZER_LISTEN=" + in.proxy, "EQUALIZER_ADMIN_LISTEN=" + in.admin, "PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
@@ -172,6 +189,12 @@ func (in *instance) waitReady(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("equalizer not ready: %v\n%s", err, in.log())
+		}
+		select {
+		case err := <-in.done:
+			in.done <- err // for stop
+			t.Fatalf("equalizer exited before it was ready: %v\n%s", err, in.log())
+		default:
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
