@@ -41,7 +41,8 @@ type Backend struct {
 // MaxWeight bounds a backend's weight.
 const MaxWeight = 1000
 
-// NewBackend parses "http://host:port" with optional settings after spaces
+// NewBackend parses "http://host:port" (or https://, or h2c:// for HTTP/2
+// with prior knowledge) with optional settings after spaces
 // ("http://10.0.0.5:8080 weight=3", as nginx writes them) and prepares its
 // HostClient. A new backend counts as healthy until a probe says
 // otherwise, so traffic flows from the first request.
@@ -64,19 +65,19 @@ func NewBackend(spec string, opt upstream.Options) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%q is not a URL: %v", rawURL, err)
 	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("%q is not an absolute http or https URL (want http://host:port or https://host:port)", rawURL)
+	if (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "h2c") || u.Host == "" {
+		return nil, fmt.Errorf("%q is not an absolute http, https or h2c URL (want http://host:port, https://host:port or h2c://host:port)", rawURL)
 	}
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
 		return nil, fmt.Errorf("%q must have no path, query or user info", rawURL)
 	}
 	addr := u.Host
 	if u.Port() == "" {
-		addr += map[string]string{"http": ":80", "https": ":443"}[u.Scheme]
+		addr += map[string]string{"http": ":80", "https": ":443", "h2c": ":80"}[u.Scheme]
 	} else if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
 		return nil, fmt.Errorf("%q has port %s; a port is 1 to 65535", rawURL, u.Port())
 	}
-	b := &Backend{Client: upstream.NewClient(rawURL, addr, u.Scheme == "https", u.Hostname(), opt), seed: seedOf(rawURL)}
+	b := &Backend{Client: upstream.NewClient(rawURL, addr, u.Scheme == "https", u.Scheme == "h2c", u.Hostname(), opt), seed: seedOf(rawURL)}
 	b.weight.Store(int32(weight))
 	b.healthy.Store(true)
 	return b, nil

@@ -20,7 +20,7 @@ import (
 type HealthConfig struct {
 	Interval time.Duration // time between rounds of probes
 	Timeout  time.Duration // one probe's deadline, connect to last byte read
-	Path     string        // GET path
+	Path     string        // GET path, or "grpc[:SERVICE]" (grpchealth.go)
 	// Status lists the statuses that count as healthy; nil means 200-399,
 	// like HAProxy's "option httpchk".
 	Status StatusSet
@@ -199,6 +199,9 @@ func (c *Checker) apply(ps *probeState, r probeResult) {
 // probe sends one GET on a fresh connection, reads the answer (at most
 // maxProbeBody of its body) and closes the connection.
 func (c *Checker) probe(b *Backend) probeResult {
+	if _, grpc := GRPCHealthService(c.cfg().Path); grpc || b.H2 {
+		return c.probeH2(b)
+	}
 	start := time.Now()
 	deadline := start.Add(c.cfg().Timeout)
 	result := func(status int, err error) probeResult {

@@ -49,8 +49,13 @@ func (p *Proxy) logAccess(ctx *fasthttp.RequestCtx, x *exchange) {
 
 // streamedBody reports whether the response body streams from a backend.
 func streamedBody(ctx *fasthttp.RequestCtx) bool {
-	body, ok := ctx.Response.BodyStream().(*upstream.Body)
-	return ok && body.Client != nil
+	switch body := ctx.Response.BodyStream().(type) {
+	case *upstream.Body:
+		return body.Client != nil
+	case *h2Body:
+		return body.client != nil
+	}
+	return false
 }
 
 // releaseHeld ends the in-flight counts of the streamed response.

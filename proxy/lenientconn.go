@@ -71,6 +71,9 @@ type clientConn struct {
 	// connection closes (HTTP/1.0, unknown length).
 	untilClose bool
 	linger     bool // close lingering: the client may still be sending a body
+	// peeked: the first bytes, read to tell HTTP/2 from HTTP/1.x
+	// (h2front.go); they are read again first.
+	peeked []byte
 }
 
 // Close implements net.Conn, counting the connection closed once.
@@ -116,7 +119,14 @@ func (c *clientConn) Read(p []byte) (int, error) {
 		c.carry = c.carry[n:]
 		return n, nil
 	}
-	n, err := c.Conn.Read(p)
+	var n int
+	var err error
+	if len(c.peeked) > 0 {
+		n = copy(p, c.peeked)
+		c.peeked = c.peeked[n:]
+	} else {
+		n, err = c.Conn.Read(p)
+	}
 	if c.atHead && n > 0 {
 		if !c.inHead && !startsRequestLine(p[:n]) {
 			// Not a head: the rest of a body whose head the server read

@@ -49,6 +49,7 @@ type Stats struct {
 	Admitted  atomic.Uint64
 	Tunnels   atomic.Uint64 // Upgrade tunnels opened
 	OpenConns atomic.Int64  // client connections open
+	HTTP2     atomic.Uint64 // requests over HTTP/2 (the rest are HTTP/1.x)
 	// Delay is how long delayed requests waited for their token.
 	Delay histogram.Histogram
 }
@@ -59,6 +60,8 @@ type exchange struct {
 	outcome Outcome
 	route   *route.Route  // nil before routing, or when none matched
 	limit   *limits.Limit // the limit that refused, if one did
+	// charged: the route's limits were charged (not exempt, limiting on).
+	charged bool
 	// wouldLimit: a shadow limit found no token.
 	wouldLimit bool
 	decisions  [route.MaxLimits]limiter.Decision // of the route's limits

@@ -129,44 +129,60 @@ func (p *Proxy) ServeHTTP(ctx *fasthttp.RequestCtx) {
 	requestDone(ctx, x.bodyIn)
 }
 
-func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
+// client is what admit learned about the request's sender, for the
+// forwarding that follows.
+type client struct {
+	f       fields
+	peer    netip.Addr
+	trusted bool
+}
+
+// admit takes a request through the steps every request takes, whatever
+// its protocol: header checks, deny, route, client key, limits and the
+// pick of a backend. It answers and returns nil when the request goes no
+// further. HTTP/1.1 comes from fasthttp directly, HTTP/2 through the
+// adapter in h2.go.
+func (p *Proxy) admit(ctx *fasthttp.RequestCtx, x *exchange, c *client) *pool.Backend {
 	req := &ctx.Request
 	var idName []byte
 	if p.ids != nil {
 		idName = p.ids.name
 	}
-	f := readFields(&req.Header, p.key.header, idName)
+	c.f = readFields(&req.Header, p.key.header, idName)
+	f := &c.f
 	if p.ids != nil {
-		p.ids.assign(&f, x)
+		p.ids.assign(f, x)
 	}
 	if f.badName != nil {
 		x.answer(ctx, BadRequest, "invalid header name\n", fasthttp.StatusBadRequest)
-		return
+		return nil
 	}
 	peer := peerAddr(ctx)
 	trusted := p.key.isTrusted(peer)
-	if deny := *p.deny.Load(); len(deny) > 0 && denied(deny, p.key.clientAddr(&f, peer, trusted)) {
+	c.peer, c.trusted = peer, trusted
+	if deny := *p.deny.Load(); len(deny) > 0 && denied(deny, p.key.clientAddr(f, peer, trusted)) {
 		x.answer(ctx, Denied, "forbidden\n", fasthttp.StatusForbidden)
-		return
+		return nil
 	}
 	rt := p.routes.Load().Match(req)
 	if rt == nil {
 		x.answer(ctx, NoRoute, "no route\n", fasthttp.StatusNotFound)
-		return
+		return nil
 	}
 	x.route = rt
 	backends := rt.Pool
 
 	keyedPick := backends.NeedsKey()
 	lims := rt.Limits
-	if p.limiter == nil || (len(lims) > 0 && p.isExempt(&f, peer, trusted)) {
+	if p.limiter == nil || (len(lims) > 0 && p.isExempt(f, peer, trusted)) {
 		lims = nil
 	}
+	x.charged = len(lims) > 0
 	if keyedPick || (len(lims) > 0 && rt.DefaultKey) {
-		key, err := p.key.appendKey(x.keyBuf[:0], &f, peer, trusted)
+		key, err := p.key.appendKey(x.keyBuf[:0], f, peer, trusted)
 		if err != nil {
 			x.answer(ctx, BadRequest, err.Error()+"\n", fasthttp.StatusBadRequest)
-			return
+			return nil
 		}
 		x.keyLen = len(key)
 	}
@@ -174,10 +190,10 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 		var ipBuf [64]byte
 		var ipKey []byte
 		if len(lims) > 1 || !rt.DefaultKey {
-			ipKey = p.key.appendIP(ipBuf[:0], &f, peer, trusted)
+			ipKey = p.key.appendIP(ipBuf[:0], f, peer, trusted)
 		}
 		if !p.charge(ctx, x, rt, ipKey) {
-			return
+			return nil
 		}
 	}
 
@@ -187,27 +203,47 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 	b := backends.Next(x.keyHash)
 	if b == nil {
 		x.answer(ctx, Unavailable, "no healthy backend\n", fasthttp.StatusServiceUnavailable)
+		return nil
+	}
+	return b
+}
+
+// toUpstream rewrites the request's head for the backend: the route's
+// strip_prefix, hop-by-hop fields, Forwarded/X-Forwarded-*, request ID.
+func (p *Proxy) toUpstream(ctx *fasthttp.RequestCtx, x *exchange, c *client) {
+	req := &ctx.Request
+	if x.route.StripPrefix { // parsing the URI costs; only these need it
+		setPath(req, x.route.UpstreamPath(req.URI().Path()))
+	}
+	stripRequest(&req.Header)
+	setForwarded(ctx, &c.f, c.peer, c.trusted)
+	if p.ids != nil {
+		p.ids.upstream(&req.Header, x)
+	}
+}
+
+func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
+	var c client
+	b := p.admit(ctx, x, &c)
+	if b == nil {
 		return
 	}
-
+	if b.H2 {
+		p.forwardH1overH2(ctx, x, &c, b)
+		return
+	}
+	req := &ctx.Request
 	if !p.streamRequest(ctx, x) {
 		return
 	}
 	// The protocol an Upgrade asks for, copied: stripping reshuffles the header.
 	var upgradeBuf [64]byte
-	upgrade := append(upgradeBuf[:0], upgradeAsked(&f)...)
+	upgrade := append(upgradeBuf[:0], upgradeAsked(&c.f)...)
 	toOriginForm(req)
-	if rt.StripPrefix { // parsing the URI costs; only these need it
-		setPath(req, rt.UpstreamPath(req.URI().Path()))
-	}
-	stripRequest(&req.Header)
+	p.toUpstream(ctx, x, &c)
 	if len(upgrade) > 0 {
 		req.Header.Set(fasthttp.HeaderConnection, "Upgrade")
 		req.Header.SetBytesV(fasthttp.HeaderUpgrade, upgrade)
-	}
-	setForwarded(ctx, &f, peer, trusted)
-	if p.ids != nil {
-		p.ids.upstream(&req.Header, x)
 	}
 	// Keep the client's Host header instead of the one parsed from the URI;
 	// an HTTP/1.0 request without one gets the backend's.
@@ -248,8 +284,8 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 	stripResponse(&ctx.Response.Header)
 	p.streamResponse(ctx, http10)
 	x.outcome = Forwarded
-	if p.cfg.RateLimitHeaders && len(lims) > 0 {
-		setLimitFields(&ctx.Response.Header, x, rt)
+	if p.cfg.RateLimitHeaders && x.charged {
+		setLimitFields(&ctx.Response.Header, x, x.route)
 	}
 }
 

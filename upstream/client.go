@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
+	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -33,6 +34,9 @@ type Client struct {
 	Addr string
 	// HTTP sends requests; its Transport is this package's.
 	HTTP *fasthttp.HostClient
+	// H2 marks an h2c:// backend: every request goes over HTTP/2 (h2.go).
+	H2 bool
+	rt http.RoundTripper // net/http's client side, h2.go
 
 	// discardedConns counts pooled connections closed because the backend
 	// sent unrequested bytes or closed them while idle.
@@ -67,16 +71,18 @@ type Options struct {
 
 // NewClient prepares the client of the backend rawURL at addr (host:port);
 // serverName is set for https (SNI and verification).
-func NewClient(rawURL, addr string, https bool, serverName string, opt Options) *Client {
+// h2c marks an h2c:// backend.
+func NewClient(rawURL, addr string, https, h2c bool, serverName string, opt Options) *Client {
 	dialer := &fasthttp.TCPDialer{}
 	dialTimeout := opt.DialTimeout
-	c := &Client{URL: rawURL, Addr: addr, log: opt.Log, streamIdle: opt.StreamIdleTimeout}
+	c := &Client{URL: rawURL, Addr: addr, H2: h2c, log: opt.Log, streamIdle: opt.StreamIdleTimeout}
 	c.idle.maxIdle = opt.MaxIdleConnTime
 	if https {
 		// SNI and verification against the host name of the URL, with
 		// the system roots or EQUALIZER_BACKEND_CA.
 		c.TLS = &tls.Config{ServerName: serverName, RootCAs: opt.RootCAs, MinVersion: tls.VersionTLS12}
 	}
+	c.rt = c.newRoundTripper(opt)
 	c.dial = func() (net.Conn, error) {
 		conn, err := dialer.DialTimeout(addr, dialTimeout)
 		if err != nil {

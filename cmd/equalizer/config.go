@@ -32,7 +32,7 @@ type Config struct {
 	Strategy       string        `env:"EQUALIZER_STRATEGY" envDefault:"round_robin" help:"backend selection: round_robin (smooth weighted), random (weighted), least_conn, p2c or hash (by client key)"`
 	HealthInterval time.Duration `env:"EQUALIZER_HEALTH_INTERVAL" envDefault:"5s" help:"active health check period"`
 	HealthTimeout  time.Duration `env:"EQUALIZER_HEALTH_TIMEOUT" envDefault:"1s" help:"one probe's timeout"`
-	HealthPath     string        `env:"EQUALIZER_HEALTH_PATH" envDefault:"/" help:"probe path; each probe reads the answer (64 KiB of body at most) on a connection of its own"`
+	HealthPath     string        `env:"EQUALIZER_HEALTH_PATH" envDefault:"/" help:"probe path; each probe reads the answer (64 KiB of body at most) on a connection of its own; grpc or grpc:SERVICE asks the gRPC health protocol (h2c:// and https:// backends)"`
 	HealthStatus   string        `env:"EQUALIZER_HEALTH_STATUS" envDefault:"200-399" help:"statuses that count as healthy: codes and ranges, e.g. 200-399 or 200,204"`
 	HealthFall     int           `env:"EQUALIZER_HEALTH_FALL" envDefault:"1" help:"failed probes in a row that take a backend out"`
 	HealthRise     int           `env:"EQUALIZER_HEALTH_RISE" envDefault:"1" help:"good probes in a row that bring a backend back"`
@@ -68,6 +68,8 @@ type Config struct {
 	MaxBodySize        int64         `env:"EQUALIZER_MAX_BODY_SIZE" envDefault:"0" help:"largest request body in bytes, 0 = unlimited; a larger one gets 413; responses are never cut"`
 	MaxHeaderSize      int           `env:"EQUALIZER_MAX_HEADER_SIZE" envDefault:"8192" help:"largest request header in bytes; a larger one gets 431"`
 	MaxClientConns     int           `env:"EQUALIZER_MAX_CLIENT_CONNS" envDefault:"262144" help:"most concurrent client connections"`
+	HTTP2              bool          `env:"EQUALIZER_HTTP2" envDefault:"true" help:"HTTP/2 for clients: h2 by ALPN on the TLS listener, h2c with prior knowledge (gRPC) on the cleartext one"`
+	HTTP2MaxStreams    int           `env:"EQUALIZER_HTTP2_MAX_STREAMS" envDefault:"128" help:"most streams open at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS)"`
 
 	RequestID string `env:"EQUALIZER_REQUEST_ID" envDefault:"X-Request-ID" help:"request ID header: a client's sane value is kept, otherwise one is made; sent to the backend, returned to the client, logged; empty turns it off"`
 	AccessLog string `env:"EQUALIZER_ACCESS_LOG" envDefault:"off" help:"off, stdout, or a file path: one JSON line per request; SIGUSR1 reopens the file (logrotate)"`
@@ -195,8 +197,8 @@ func (c *Config) validate(environ map[string]string) error {
 	if _, err := pool.ParseStatusSet(c.HealthStatus); err != nil {
 		return bad("HealthStatus", err.Error())
 	}
-	if !strings.HasPrefix(c.HealthPath, "/") {
-		return bad("HealthPath", "must start with /")
+	if _, grpc := pool.GRPCHealthService(c.HealthPath); !grpc && !strings.HasPrefix(c.HealthPath, "/") {
+		return bad("HealthPath", "must start with /, or be grpc or grpc:SERVICE (the gRPC health protocol)")
 	}
 	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
 		return bad("LogLevel", "want trace, debug, info, warn or error")
@@ -239,6 +241,9 @@ func (c *Config) validate(environ map[string]string) error {
 	}
 	if c.MaxBodySize < 0 {
 		return bad("MaxBodySize", "must be 0 (unlimited) or more")
+	}
+	if c.HTTP2MaxStreams < 1 || c.HTTP2MaxStreams > 10000 {
+		return bad("HTTP2MaxStreams", "must be between 1 and 10000")
 	}
 	if c.BucketCapacity > 1_000_000_000 {
 		return bad("BucketCapacity", "must be at most 1000000000")

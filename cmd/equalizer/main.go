@@ -315,7 +315,7 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 		}
 		certs = &certStore{}
 		certs.cert.Store(cert)
-		proxyLn = tls.NewListener(proxyLn, certs.tlsConfig())
+		proxyLn = tls.NewListener(proxyLn, certs.tlsConfig(cfg.HTTP2))
 	}
 	adminLn, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
@@ -358,12 +358,25 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 	defer onSignal(syscall.SIGHUP, func() { reload.reload() })()
 
 	serveErr := make(chan error, 2)
-	go func() { serveErr <- proxyServer.Serve(px.Listener(proxyLn, certs != nil)) }()
+	clientLn := px.Listener(proxyLn, certs != nil)
+	var h2 *proxy.HTTP2
+	if cfg.HTTP2 {
+		if h2, err = px.NewHTTP2(proxy.HTTP2Config{MaxConcurrentStreams: uint32(cfg.HTTP2MaxStreams), MaxHeaderBytes: cfg.MaxHeaderSize,
+			HandshakeTimeout: cfg.ReadTimeout, IdleTimeout: cfg.IdleTimeout, WriteTimeout: cfg.StreamIdleTimeout,
+			MaxConns: int64(cfg.MaxClientConns)}, log); err != nil {
+			stopAccess()
+			proxyLn.Close()
+			adminLn.Close()
+			return fmt.Errorf("EQUALIZER_HTTP2: %w", err)
+		}
+		clientLn = h2.Listener(proxyLn, certs != nil)
+	}
+	go func() { serveErr <- proxyServer.Serve(clientLn) }()
 	go func() { serveErr <- adminServer.Serve(adminLn) }()
 	log.Info().Str("listen", proxyLn.Addr().String()).Str("admin", adminLn.Addr().String()).
 		Strs("backends", cfg.Backends).Str("strategy", cfg.Strategy).Str("client_key", cfg.ClientKey).
 		Int64("bucket_capacity", cfg.BucketCapacity).Float64("rate_per_sec", cfg.RatePerSec()).
-		Bool("postgres", cfg.DatabaseURL != "").Bool("tls", certs != nil).Msg("gopher-equalizer started")
+		Bool("postgres", cfg.DatabaseURL != "").Bool("tls", certs != nil).Bool("http2", cfg.HTTP2).Msg("gopher-equalizer started")
 
 	var runErr error
 	select {
@@ -376,8 +389,19 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 	// 1. Tell load balancers, stop accepting, let in-flight requests finish.
 	api.SetDraining()
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	h2Drained := make(chan error, 1)
+	go func() {
+		if h2 == nil {
+			h2Drained <- nil
+			return
+		}
+		h2Drained <- h2.Shutdown(drainCtx) // GOAWAY, then the streams finish
+	}()
 	if err := proxyServer.ShutdownWithContext(drainCtx); err != nil {
 		log.Warn().Err(err).Msg("drain timed out: open connections were closed")
+	}
+	if err := <-h2Drained; err != nil {
+		log.Warn().Err(err).Msg("HTTP/2 drain timed out: open HTTP/2 connections were closed")
 	}
 	cancelDrain()
 	if n := px.CloseTunnels(); n > 0 {

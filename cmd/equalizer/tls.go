@@ -23,11 +23,16 @@ func loadCert(certFile, keyFile string) (*tls.Certificate, error) {
 	return &c, nil
 }
 
-// tlsConfig is TLS 1.2 and later with Go's default cipher suites, HTTP/1.1.
-func (s *certStore) tlsConfig() *tls.Config {
+// tlsConfig is TLS 1.2 and later with Go's default cipher suites; ALPN
+// offers h2 first when HTTP/2 is on, then HTTP/1.1.
+func (s *certStore) tlsConfig(http2 bool) *tls.Config {
+	protos := []string{"http/1.1"}
+	if http2 {
+		protos = []string{"h2", "http/1.1"}
+	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"http/1.1"},
+		NextProtos: protos,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return s.cert.Load(), nil
 		},

@@ -1,0 +1,261 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/valyala/fasthttp"
+
+	"gopher-equalizer/upstream"
+)
+
+// The HTTP/2 adapter: Go's HTTP/2 server (h2front.go) hands each stream
+// here as a net/http request. Its head is copied into a fasthttp request
+// so that it takes the very steps an HTTP/1.1 request takes (admit,
+// toUpstream); only carrying the bodies differs: they stream over
+// net/http's client side (roundtrip.go), both ways at once, trailers
+// included. The proxy's own answers become gRPC statuses for gRPC calls.
+
+// HTTP2Handler serves the requests of HTTP/2 connections.
+func (p *Proxy) HTTP2Handler() http.Handler { return h2Handler{p} }
+
+type h2Handler struct{ p *Proxy }
+
+// connKey finds the client connection in an HTTP/2 request's context.
+type connKey struct{}
+
+var ctxPool = sync.Pool{New: func() any { return new(fasthttp.RequestCtx) }}
+
+func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := h.p
+	conn, _ := r.Context().Value(connKey{}).(net.Conn)
+	ctx := ctxPool.Get().(*fasthttp.RequestCtx)
+	defer func() {
+		ctx.Request.Reset()
+		ctx.Response.Reset()
+		ctxPool.Put(ctx)
+	}()
+	ctx.Init2(conn, nil, false)
+	ctx.Response.Header.SetNoDefaultContentType(true)
+	adaptRequest(&ctx.Request, r)
+
+	var x exchange
+	sent := p.serveH2(w, r, ctx, &x)
+	p.releaseHeld(&x)
+	p.Stats.count(x.outcome)
+	p.Stats.HTTP2.Add(1)
+	if x.route != nil {
+		x.route.Counts[x.outcome].Add(1)
+	}
+	if p.access != nil {
+		p.access.write(ctx, &x, sent)
+	}
+}
+
+// adaptRequest copies an HTTP/2 request's head into req.
+func adaptRequest(req *fasthttp.Request, r *http.Request) {
+	h := &req.Header
+	h.SetMethod(r.Method)
+	h.SetRequestURI(r.RequestURI)
+	h.SetProtocol("HTTP/2.0")
+	h.SetHost(r.Host)
+	for k, vs := range r.Header {
+		if strings.EqualFold(k, fasthttp.HeaderContentLength) || strings.EqualFold(k, fasthttp.HeaderHost) {
+			continue
+		}
+		for _, v := range vs {
+			h.Add(k, v)
+		}
+	}
+	if r.ContentLength >= 0 {
+		h.SetContentLength(int(r.ContentLength))
+	} else {
+		h.SetContentLength(-1)
+	}
+}
+
+// serveH2 handles one HTTP/2 request; it returns the body bytes sent.
+func (p *Proxy) serveH2(w http.ResponseWriter, r *http.Request, ctx *fasthttp.RequestCtx, x *exchange) int64 {
+	var c client
+	if b := p.admit(ctx, x, &c); b != nil {
+		if p.cfg.MaxBodySize > 0 && r.ContentLength > p.cfg.MaxBodySize {
+			x.answer(ctx, BodyTooLarge, "request body too large\n", fasthttp.StatusRequestEntityTooLarge)
+		} else {
+			p.toUpstream(ctx, x, &c)
+			x.bodyIn = &requestBody{r: r.Body, max: p.cfg.MaxBodySize}
+			b, resp, err := p.roundTrip(r.Context(), ctx, x, b, x.bodyIn, r.ContentLength)
+			x.backend = b
+			if err == nil {
+				x.outcome = Forwarded
+				return p.relayResponse(w, ctx, x, resp)
+			}
+			p.failRoundTrip(ctx, x, err)
+		}
+	}
+	if p.ids != nil {
+		p.ids.reply(ctx, x)
+	}
+	if isGRPC(r) {
+		writeGRPCAnswer(w, ctx, x)
+		return 0
+	}
+	return writeAnswer(w, ctx)
+}
+
+// relayResponse sends the backend's response to the client: head, body
+// flushed as it comes (gRPC messages must not wait in a buffer), trailers.
+func (p *Proxy) relayResponse(w http.ResponseWriter, ctx *fasthttp.RequestCtx, x *exchange, resp *http.Response) int64 {
+	defer resp.Body.Close()
+	out := w.Header()
+	for k, vs := range resp.Header {
+		if !isHopName(k) {
+			out[k] = vs
+		}
+	}
+	ctx.Response.SetStatusCode(resp.StatusCode)
+	if p.ids != nil {
+		p.ids.reply(ctx, x)
+	}
+	if p.cfg.RateLimitHeaders && x.charged {
+		setLimitFields(&ctx.Response.Header, x, x.route)
+	}
+	copyOwnFields(out, &ctx.Response.Header)
+	for k := range resp.Trailer {
+		out.Add("Trailer", k)
+	}
+	w.WriteHeader(resp.StatusCode)
+	sent, _ := copyFlushing(w, resp.Body)
+	// gRPC servers announce no trailers: each goes by the prefix that
+	// sends an undeclared one.
+	for k, vs := range resp.Trailer {
+		out[http.TrailerPrefix+k] = vs
+	}
+	return sent
+}
+
+// copyOwnFields adds the fields the proxy set on ctx's response (request
+// ID, RateLimit) to an HTTP/2 response head.
+func copyOwnFields(out http.Header, h *fasthttp.ResponseHeader) {
+	for k, v := range h.All() {
+		switch string(k) {
+		case fasthttp.HeaderContentType, fasthttp.HeaderContentLength, fasthttp.HeaderServer, fasthttp.HeaderDate:
+			continue
+		}
+		out.Set(string(k), string(v))
+	}
+}
+
+var copyFlushBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyFlushing copies body to w, flushing after each read so that a
+// stream's messages go out as they come.
+func copyFlushing(w http.ResponseWriter, body io.Reader) (int64, error) {
+	rc := http.NewResponseController(w)
+	bp := copyFlushBufs.Get().(*[]byte)
+	defer copyFlushBufs.Put(bp)
+	var sent int64
+	for {
+		n, err := body.Read(*bp)
+		if n > 0 {
+			m, werr := w.Write((*bp)[:n])
+			sent += int64(m)
+			if werr != nil {
+				return sent, werr
+			}
+			if ferr := rc.Flush(); ferr != nil {
+				return sent, ferr
+			}
+		}
+		if err == io.EOF {
+			return sent, nil
+		}
+		if err != nil {
+			return sent, err
+		}
+	}
+}
+
+// writeAnswer sends the proxy's own answer, made in ctx's response.
+func writeAnswer(w http.ResponseWriter, ctx *fasthttp.RequestCtx) int64 {
+	resp := &ctx.Response
+	out := w.Header()
+	copyOwnFields(out, &resp.Header)
+	if ct := resp.Header.ContentType(); len(ct) > 0 {
+		out.Set(fasthttp.HeaderContentType, string(ct))
+	}
+	body := resp.Body()
+	out.Set(fasthttp.HeaderContentLength, strconv.Itoa(len(body)))
+	w.WriteHeader(resp.StatusCode())
+	n, _ := w.Write(body)
+	return int64(n)
+}
+
+// isGRPC reports whether r is a gRPC call (not gRPC-Web, whose status
+// travels in the body).
+func isGRPC(r *http.Request) bool {
+	ct := r.Header.Get(fasthttp.HeaderContentType)
+	return strings.HasPrefix(ct, "application/grpc") && !strings.HasPrefix(ct, "application/grpc-web")
+}
+
+// gRPC status codes (grpc/codes).
+const (
+	grpcCancelled         = 1
+	grpcUnknown           = 2
+	grpcDeadlineExceeded  = 4
+	grpcPermissionDenied  = 7
+	grpcResourceExhausted = 8
+	grpcUnimplemented     = 12
+	grpcInternal          = 13
+	grpcUnavailable       = 14
+)
+
+// grpcStatus is the gRPC status of the proxy's own answer: a limit's
+// refusal is RESOURCE_EXHAUSTED, as Envoy's rate limit filter answers;
+// the rest follow gRPC's HTTP-to-gRPC status mapping.
+func grpcStatus(o Outcome) int {
+	switch o {
+	case Limited, BodyTooLarge, HeaderTooLarge:
+		return grpcResourceExhausted
+	case Denied:
+		return grpcPermissionDenied
+	case NoRoute:
+		return grpcUnimplemented
+	case BadRequest:
+		return grpcInternal
+	case TableFull, BadGateway, Unavailable:
+		return grpcUnavailable
+	case GatewayTimeout, RequestTimeout:
+		return grpcDeadlineExceeded
+	case ClientGone:
+		return grpcCancelled
+	}
+	return grpcUnknown
+}
+
+// writeGRPCAnswer sends the proxy's own answer to a gRPC call as a
+// trailers-only response: HTTP 200, grpc-status and grpc-message, with
+// the answer's other fields (Retry-After, RateLimit, request ID).
+func writeGRPCAnswer(w http.ResponseWriter, ctx *fasthttp.RequestCtx, x *exchange) {
+	resp := &ctx.Response
+	out := w.Header()
+	copyOwnFields(out, &resp.Header)
+	out.Set(fasthttp.HeaderContentType, "application/grpc")
+	out.Set("Grpc-Status", strconv.Itoa(grpcStatus(x.outcome)))
+	if msg := strings.TrimSpace(string(resp.Body())); msg != "" && !strings.Contains(string(resp.Header.ContentType()), "json") {
+		out.Set("Grpc-Message", msg)
+	} else {
+		out.Set("Grpc-Message", http.StatusText(resp.StatusCode()))
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// isHopName reports whether a response field is hop-by-hop.
+func isHopName(k string) bool {
+	return isHop([]byte(k), false)
+}
+
+var _ upstream.BodyObserver = (*clientConn)(nil)
