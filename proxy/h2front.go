@@ -71,6 +71,9 @@ func (p *Proxy) NewHTTP2(cfg HTTP2Config, log zerolog.Logger) (*HTTP2, error) {
 		ErrorLog: stdlog.New(io.Discard, "", 0)}
 	h.srv = &http2.Server{
 		MaxConcurrentStreams: cfg.MaxConcurrentStreams,
+		// The protocol's default, as clients send anyway: no frame of a
+		// client needs more buffer than this.
+		MaxReadFrameSize: 16 << 10,
 		IdleTimeout:          cfg.IdleTimeout,
 		WriteByteTimeout:     cfg.WriteTimeout,
 		// A client silent this long gets a PING; no answer closes it.
@@ -128,7 +131,10 @@ func (s *sortingListener) acceptLoop() {
 }
 
 // http2Preface opens every HTTP/2 connection (RFC 9113 3.4).
-var http2Preface = []byte(http2.ClientPreface)
+var (
+	http2Preface = []byte(http2.ClientPreface)
+	prefaceLine  = []byte("PRI * HTTP/2.0\r\n")
+)
 
 // sort reads just enough of c to know its protocol.
 func (s *sortingListener) sort(c *clientConn) {
@@ -155,6 +161,10 @@ func (s *sortingListener) sort(c *clientConn) {
 			return
 		}
 		isH2 = bytes.Equal(buf[:n], http2Preface)
+		if !isH2 && n == len(buf) && bytes.HasPrefix(buf[:n], prefaceLine) {
+			c.Close() // a broken HTTP/2 preface is no HTTP/1.1 request (RFC 9113 3.4)
+			return
+		}
 		c.peeked = append([]byte(nil), buf[:n]...)
 	}
 	_ = c.Conn.SetDeadline(time.Time{})

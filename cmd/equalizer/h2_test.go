@@ -1,0 +1,384 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// h2cClient speaks HTTP/2 with prior knowledge over one connection.
+func h2cClient() *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}}}
+}
+
+// TestHTTP2WithCurl: curl --http2 over TLS gets h2 by ALPN, curl
+// --http2-prior-knowledge gets h2c on the cleartext listener, HTTP/1.1
+// still works on both; and HTTP/2 and HTTP/1.1 clients share one bucket
+// (the streams of one connection are one client).
+func TestHTTP2WithCurl(t *testing.T) {
+	curl := requireTool(t, "curl")
+	ca := newTestCA(t)
+	cert, key := ca.leaf(t, "proxy", 40)
+	backend := startBackend(t, func(ctx *fasthttp.RequestCtx) {
+		fmt.Fprintf(ctx, "proto=%s xff=%s", ctx.Request.Header.Protocol(), ctx.Request.Header.Peek("X-Forwarded-For"))
+	})
+	env := map[string]string{"EQUALIZER_BACKENDS": backend, "EQUALIZER_BUCKET_CAPACITY": "100000"}
+	plain := startInstance(t, env)
+	env["EQUALIZER_TLS_CERT"], env["EQUALIZER_TLS_KEY"] = cert, key
+	secure := startInstance(t, env)
+	_, port, _ := net.SplitHostPort(secure.proxy)
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--http2", "--cacert", filepath.Join(ca.dir, "ca.pem"), "https://localhost:" + port + "/"}, "2"},
+		{[]string{"--http1.1", "--cacert", filepath.Join(ca.dir, "ca.pem"), "https://localhost:" + port + "/"}, "1.1"},
+		{[]string{"--http2-prior-knowledge", "http://" + plain.proxy + "/"}, "2"},
+		{[]string{"--http1.1", "http://" + plain.proxy + "/"}, "1.1"},
+	} {
+		args := append([]string{"-sS", "--max-time", "10", "-w", "\n%{http_version} %{http_code}"}, tc.args...)
+		out, err := exec.Command(curl, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("curl %v: %v\n%s", tc.args, err, out)
+		}
+		lines := strings.Split(string(out), "\n")
+		if got := lines[len(lines)-1]; got != tc.want+" 200" || lines[0] != "proto=HTTP/1.1 xff=127.0.0.1" {
+			t.Fatalf("curl %v: %q", tc.args, out)
+		}
+	}
+
+	// One bucket of 4 for 127.0.0.1: 3 streams at once on one HTTP/2
+	// connection, 1 HTTP/1.1 request, then both protocols refused.
+	limited := startInstance(t, map[string]string{"EQUALIZER_BACKENDS": backend, "EQUALIZER_BUCKET_CAPACITY": "4",
+		"EQUALIZER_BUCKET_REFILL_AMOUNT": "1", "EQUALIZER_BUCKET_REFILL_INTERVAL": "1m"})
+	h2 := h2cClient()
+	var wg sync.WaitGroup
+	var ok atomic.Int32
+	for range 3 {
+		wg.Go(func() {
+			if resp, err := h2.Get("http://" + limited.proxy + "/"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 && resp.ProtoMajor == 2 {
+					ok.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if code, _, _ := limited.get(t, "/"); code != 200 || ok.Load() != 3 {
+		t.Fatalf("3 HTTP/2 streams %d admitted, then HTTP/1.1 %d", ok.Load(), code)
+	}
+	resp, err := h2.Get("http://" + limited.proxy + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "60" || resp.Header.Get("RateLimit-Policy") != `"default";q=4;w=240` || string(body) != "rate limit exceeded\n" {
+		t.Fatalf("5th request over HTTP/2: %d %v %q", resp.StatusCode, resp.Header, body)
+	}
+	if code, _, _ := limited.get(t, "/"); code != 429 {
+		t.Fatalf("6th request over HTTP/1.1: %d", code)
+	}
+}
+
+// TestHTTP2DrainOnSIGTERM: a stream in flight finishes after SIGTERM, the
+// connection gets GOAWAY (a new stream on it is refused, not lost), and
+// the process exits 0.
+func TestHTTP2DrainOnSIGTERM(t *testing.T) {
+	backend := startBackend(t, func(ctx *fasthttp.RequestCtx) {
+		time.Sleep(time.Second)
+		ctx.SetBodyString("slow ok")
+	})
+	in := startInstance(t, map[string]string{"EQUALIZER_BACKENDS": backend})
+	conn, err := net.Dial("tcp", in.proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan string, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", "http://"+in.proxy+"/", nil)
+		resp, err := cc.RoundTrip(req)
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	time.Sleep(300 * time.Millisecond)
+	_ = in.cmd.Process.Signal(syscall.SIGTERM)
+	if got := <-done; got != "200 slow ok" {
+		t.Fatalf("stream in flight during the drain: %s", got)
+	}
+	// GOAWAY arrived: the client connection takes no new stream.
+	waitFor(t, "GOAWAY on the connection", func() bool { return !cc.CanTakeNewRequest() })
+	select {
+	case err := <-in.done:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, in.log())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no exit after the drain")
+	}
+}
+
+// TestHTTP1ClientToH2CBackend: an HTTP/1.1 client reaches an h2c://
+// backend (a plain HTTP/2 server, not gRPC), body both ways.
+func TestHTTP1ClientToH2CBackend(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	s := &http.Server{Protocols: &protocols, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %s got %d bytes", r.Proto, r.Method, r.URL.RequestURI(), len(b))
+	})}
+	go s.Serve(ln) //nolint:errcheck
+	t.Cleanup(func() { s.Close() })
+	in := startInstance(t, map[string]string{"EQUALIZER_BACKENDS": "h2c://" + ln.Addr().String()})
+	resp, err := http.Post("http://"+in.proxy+"/up?x=1", "text/plain", strings.NewReader(strings.Repeat("a", 100000)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ProtoMajor != 1 || string(body) != "HTTP/2.0 POST /up?x=1 got 100000 bytes" {
+		t.Fatalf("%d %s %q", resp.StatusCode, resp.Proto, body)
+	}
+}
+
+// TestHTTP2RapidReset (CVE-2023-44487) through the real binary: one
+// connection opens streams and resets each at once, 20,000 times. The
+// proxy must stay responsive to other clients meanwhile, and the attacker
+// must not get more handlers than its stream limit allows: the HTTP/2
+// server (golang.org/x/net, pinned in go.mod) queues handlers beyond
+// MaxConcurrentStreams and closes a connection whose queue overflows.
+func TestHTTP2RapidReset(t *testing.T) {
+	var seen atomic.Int64
+	backend := startBackend(t, func(ctx *fasthttp.RequestCtx) {
+		seen.Add(1)
+		time.Sleep(50 * time.Millisecond)
+		ctx.SetBodyString("ok")
+	})
+	in := startInstance(t, map[string]string{"EQUALIZER_BACKENDS": backend, "EQUALIZER_BUCKET_CAPACITY": "1000000"})
+	conn, err := net.Dial("tcp", in.proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(conn, conn)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	var goaway atomic.Value
+	go func() { // read what the server says until it closes
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if g, ok := f.(*http2.GoAwayFrame); ok {
+				goaway.Store(g.ErrCode.String())
+			}
+		}
+	}()
+	var hbuf strings.Builder
+	enc := hpack.NewEncoder(&hbuf)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", in.proxy}, {":path", "/"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	block := []byte(hbuf.String())
+
+	// Another client, during the flood.
+	slowest := make(chan time.Duration, 1)
+	stop := make(chan struct{})
+	go func() {
+		var worst time.Duration
+		c := &http.Client{Timeout: 10 * time.Second}
+		for {
+			select {
+			case <-stop:
+				slowest <- worst
+				return
+			default:
+			}
+			start := time.Now()
+			resp, err := c.Get("http://" + in.proxy + "/")
+			if err != nil {
+				worst = time.Hour
+				continue
+			}
+			resp.Body.Close()
+			worst = max(worst, time.Since(start))
+		}
+	}()
+	sent := 0
+	for i := range 20000 {
+		id := uint32(2*i + 1)
+		if fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndStream: true, EndHeaders: true}) != nil {
+			break
+		}
+		if fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+			break
+		}
+		sent++
+	}
+	time.Sleep(time.Second)
+	close(stop)
+	worst := <-slowest
+	t.Logf("streams opened and reset: %d; requests that reached the backend: %d; GOAWAY: %v; slowest other request: %v", sent, seen.Load(), goaway.Load(), worst)
+	if worst > 3*time.Second {
+		t.Fatalf("another client waited %v during the flood", worst)
+	}
+	if int(seen.Load()) >= sent {
+		t.Fatalf("every reset stream reached the backend (%d of %d)", seen.Load(), sent)
+	}
+	if code, _, _ := in.get(t, "/"); code != 200 {
+		t.Fatalf("after the flood: %d", code)
+	}
+}
+
+// TestChromiumGetsH2: Chromium loading a page through the TLS listener
+// negotiates h2 (Navigation Timing's nextHopProtocol).
+func TestChromiumGetsH2(t *testing.T) {
+	browser := chromium(t)
+	ca := newTestCA(t)
+	cert, key := ca.leaf(t, "proxy", 41)
+	backend := startBackend(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetContentType("text/html")
+		ctx.SetBodyString("<!doctype html><title>through h2</title><p>hello")
+	})
+	in := startInstance(t, map[string]string{"EQUALIZER_BACKENDS": backend, "EQUALIZER_TLS_CERT": cert, "EQUALIZER_TLS_KEY": key})
+	_, port, _ := net.SplitHostPort(in.proxy)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("headless", "new"), chromedp.Flag("ignore-certificate-errors", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
+	defer cancelTimeout()
+	if err := chromedp.Do(ctx, chromedp.Navigate("https://localhost:"+port+"/")); err != nil {
+		t.Fatal(err)
+	}
+	proto, err := chromedp.Run(ctx, chromedp.Evaluate[string](`performance.getEntriesByType("navigation")[0].nextHopProtocol`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	title, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.title`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if proto != "h2" || title != "through h2" {
+		t.Fatalf("Chromium: protocol %q, title %q", proto, title)
+	}
+}
+
+// h2specKnown are the h2spec cases the proxy fails on purpose or by its
+// HTTP/2 library's choice (README, "HTTP/2 and gRPC").
+var h2specKnown = map[string][]string{
+	"h2c": {
+		"3.5/2 Sends invalid connection preface",
+		"6.5.3/1 Sends multiple values of SETTINGS_INITIAL_WINDOW_SIZE",
+		"8.1.2.2/1 Sends a HEADERS frame that contains the connection-specific header field",
+		"8.1.2.2/2 Sends a HEADERS frame that contains the TE header field with any value other than \"trailers\"",
+	},
+	"tls": {
+		"6.5.3/1 Sends multiple values of SETTINGS_INITIAL_WINDOW_SIZE",
+		"8.1.2.2/1 Sends a HEADERS frame that contains the connection-specific header field",
+		"8.1.2.2/2 Sends a HEADERS frame that contains the TE header field with any value other than \"trailers\"",
+	},
+}
+
+// TestH2Spec runs h2spec (github.com/summerwind/h2spec; .ci/run installs
+// it) against both listeners: every case passes but the known ones.
+func TestH2Spec(t *testing.T) {
+	h2spec, err := exec.LookPath("h2spec")
+	if err != nil {
+		if p := filepath.Join(os.Getenv("HOME"), "go", "bin", "h2spec"); fileExists(p) {
+			h2spec = p
+		} else {
+			h2spec = requireTool(t, "h2spec")
+		}
+	}
+	ca := newTestCA(t)
+	cert, key := ca.leaf(t, "proxy", 42)
+	env := map[string]string{"EQUALIZER_BACKENDS": okBackend(t), "EQUALIZER_BUCKET_CAPACITY": "1000000"}
+	plain := startInstance(t, env)
+	env["EQUALIZER_TLS_CERT"], env["EQUALIZER_TLS_KEY"] = cert, key
+	secure := startInstance(t, env)
+	for name, in := range map[string]*instance{"h2c": plain, "tls": secure} {
+		host, port, _ := net.SplitHostPort(in.proxy)
+		args := []string{"-h", host, "-p", port, "-o", "3", "-j", filepath.Join(t.TempDir(), "report.xml")}
+		if name == "tls" {
+			args = append(args, "-t", "-k")
+		}
+		out, _ := exec.Command(h2spec, args...).CombinedOutput()
+		failed := h2specFailures(string(out))
+		if strings.Join(failed, "\n") != strings.Join(h2specKnown[name], "\n") {
+			t.Fatalf("h2spec %s: failures\n%s\nwant\n%s\n\n%s", name, strings.Join(failed, "\n"), strings.Join(h2specKnown[name], "\n"), out)
+		}
+		summary := out[strings.LastIndex(string(out[:len(out)-1]), "\n")+1:]
+		t.Logf("h2spec %s: %s", name, strings.TrimSpace(string(summary)))
+	}
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// h2specFailures lists the failed cases of h2spec's report as
+// "section/number title", from its "Failures:" part.
+func h2specFailures(out string) []string {
+	i := strings.Index(out, "Failures:")
+	if i < 0 {
+		return nil
+	}
+	var failed []string
+	section := ""
+	for _, line := range strings.Split(out[i:], "\n") {
+		l := strings.TrimSpace(line)
+		if f := strings.Fields(l); len(f) > 1 && strings.HasSuffix(f[0], ".") && strings.Trim(f[0], "0123456789.") == "" {
+			section = strings.TrimSuffix(f[0], ".")
+		}
+		if rest, ok := strings.CutPrefix(l, "× "); ok {
+			num, title, _ := strings.Cut(rest, ": ")
+			failed = append(failed, section+"/"+num+" "+title)
+		}
+	}
+	sort.Strings(failed)
+	return failed
+}
