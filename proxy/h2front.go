@@ -74,8 +74,8 @@ func (p *Proxy) NewHTTP2(cfg HTTP2Config, log zerolog.Logger) (*HTTP2, error) {
 		// The protocol's default, as clients send anyway: no frame of a
 		// client needs more buffer than this.
 		MaxReadFrameSize: 16 << 10,
-		IdleTimeout:          cfg.IdleTimeout,
-		WriteByteTimeout:     cfg.WriteTimeout,
+		IdleTimeout:      cfg.IdleTimeout,
+		WriteByteTimeout: cfg.WriteTimeout,
 		// A client silent this long gets a PING; no answer closes it.
 		ReadIdleTimeout: 60 * time.Second,
 		PingTimeout:     15 * time.Second,
