@@ -92,6 +92,8 @@ var (
 		"Requests by how they ended: forwarded (a backend answered), or the proxy's own answer: limited 429, table_full 503, bad_request 400, request_timeout 408, body_too_large 413, header_too_large 431, bad_gateway 502, unavailable 503, gateway_timeout 504.",
 		"outcome")
 	openConnsDesc     = desc("equalizer_open_connections", "Client connections open on the proxy listener.")
+	http2Desc         = desc("equalizer_http2_requests_total", "Of equalizer_requests_total, the requests whose client spoke HTTP/2 (the rest spoke HTTP/1.x).")
+	openHTTP2Desc     = desc("equalizer_open_http2_connections", "Of the open client connections, those speaking HTTP/2.")
 	rejectedDesc      = desc("equalizer_rejected_connections_total", "Client connections refused with a 503 because EQUALIZER_MAX_CLIENT_CONNS were open.")
 	openTunnelsDesc   = desc("equalizer_open_tunnels", "Upgrade tunnels (WebSocket and others) open.")
 	tunnelsDesc       = desc("equalizer_tunnels_total", "Upgrade tunnels opened.")
@@ -145,6 +147,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(requestsDesc, st.Requests[o].Load(), proxy.OutcomeNames[o])
 	}
 	gauge(openConnsDesc, float64(st.OpenConns.Load()))
+	counter(http2Desc, st.HTTP2.Load())
+	gauge(openHTTP2Desc, float64(st.OpenHTTP2.Load()))
 	gauge(openTunnelsDesc, float64(c.src.Proxy.OpenTunnels()))
 	counter(tunnelsDesc, st.Tunnels.Load())
 	gauge(healthyDesc, float64(len(c.src.Pool.Healthy())))

@@ -56,13 +56,13 @@ type HTTP2 struct {
 	base  *http.Server // carries the shutdown signal to srv's connections
 	log   zerolog.Logger
 	conns sync.Map // net.Conn -> struct{}: open HTTP/2 connections
-	open  atomic.Int64
+	open  *atomic.Int64
 	done  chan struct{}
 }
 
 // NewHTTP2 prepares the HTTP/2 server of p.
 func (p *Proxy) NewHTTP2(cfg HTTP2Config, log zerolog.Logger) (*HTTP2, error) {
-	h := &HTTP2{p: p, cfg: cfg, log: log, done: make(chan struct{})}
+	h := &HTTP2{p: p, cfg: cfg, log: log, open: &p.Stats.OpenHTTP2, done: make(chan struct{})}
 	// The server's own log lines are about clients that broke the
 	// protocol (a bad preface, a flood): what nginx logs at info level.
 	// They are dropped, as fasthttp's are, so that a flood cannot fill
@@ -228,9 +228,6 @@ func (h *HTTP2) serve(c *clientConn) {
 		Handler:    h.base.Handler,
 	})
 }
-
-// Open is the number of HTTP/2 connections open.
-func (h *HTTP2) Open() int64 { return h.open.Load() }
 
 // Shutdown sends GOAWAY on every HTTP/2 connection and waits until their
 // streams are done, or ctx ends; then it closes what is left.

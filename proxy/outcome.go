@@ -50,6 +50,7 @@ type Stats struct {
 	Tunnels   atomic.Uint64 // Upgrade tunnels opened
 	OpenConns atomic.Int64  // client connections open
 	HTTP2     atomic.Uint64 // requests over HTTP/2 (the rest are HTTP/1.x)
+	OpenHTTP2 atomic.Int64  // of OpenConns, the HTTP/2 ones
 	// Delay is how long delayed requests waited for their token.
 	Delay histogram.Histogram
 }
