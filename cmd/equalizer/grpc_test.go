@@ -372,3 +372,64 @@ func TestGRPCRefusals(t *testing.T) {
 		})
 	}
 }
+
+// grpcRoutesFile sends the gRPC service to its own h2c pool, checked with
+// the gRPC health protocol, under a limit per API key (gRPC metadata is
+// HTTP/2 headers); everything else goes to the web pool.
+const grpcRoutesFile = `
+backends: [%q]
+pools:
+  grpc:
+    backends: [h2c://%s]
+    health_path: grpc
+limits:
+  per-key: {key: "header:x-api-key", capacity: 2, rate: 2/m}
+routes:
+  - name: grpc
+    match: {path_prefix: /grpc.testing.TestService/}
+    pool: grpc
+    limits: [per-key]
+  - name: web
+    match: {}
+`
+
+// TestGRPCRoutesAndLimits: gRPC calls routed by service path to an h2c
+// pool and limited per API key; other HTTP/2 requests to the web pool.
+func TestGRPCRoutesAndLimits(t *testing.T) {
+	backend := startGRPCBackend(t)
+	file := filepath.Join(t.TempDir(), "equalizer.yaml")
+	writeFile(t, file, fmt.Sprintf(grpcRoutesFile, okBackend(t), backend.addr))
+	in := startInstance(t, map[string]string{"EQUALIZER_CONFIG_FILE": file})
+	c := grpcClient(t, in.proxy, nil)
+	call := func(key string) error {
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "x-api-key", key)
+		var trailer metadata.MD
+		_, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.Trailer(&trailer))
+		if err != nil && status.Code(err) == codes.ResourceExhausted {
+			if got := trailer.Get("ratelimit-policy"); len(got) != 1 || got[0] != `"per-key";q=2;w=60` {
+				return fmt.Errorf("refused with ratelimit-policy %v", got)
+			}
+		}
+		return err
+	}
+	for i := range 2 {
+		if err := call("alice"); err != nil {
+			t.Fatalf("alice call %d: %v", i, err)
+		}
+	}
+	if err := call("alice"); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("alice's 3rd call: %v", err)
+	}
+	if err := call("bob"); err != nil {
+		t.Fatalf("bob: %v", err)
+	}
+	resp, err := h2cClient().Get("http://" + in.proxy + "/page")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "ok" || resp.ProtoMajor != 2 {
+		t.Fatalf("web route over HTTP/2: %d %s %q", resp.StatusCode, resp.Proto, body)
+	}
+}
