@@ -87,6 +87,12 @@ func (p *Proxy) serveH2(w http.ResponseWriter, r *http.Request, ctx *fasthttp.Re
 		} else {
 			p.toUpstream(ctx, x, &c)
 			x.bodyIn = &requestBody{r: r.Body, max: p.cfg.MaxBodySize}
+			if !b.H2 && b.TLS == nil {
+				if sent := p.forwardH2overH1(w, r, ctx, x, b); sent >= 0 {
+					return sent
+				}
+				return p.answerH2(w, r, ctx, x)
+			}
 			b, resp, err := p.roundTrip(r.Context(), ctx, x, b, x.bodyIn, r.ContentLength)
 			x.backend = b
 			if err == nil {
@@ -96,6 +102,12 @@ func (p *Proxy) serveH2(w http.ResponseWriter, r *http.Request, ctx *fasthttp.Re
 			p.failRoundTrip(ctx, x, err)
 		}
 	}
+	return p.answerH2(w, r, ctx, x)
+}
+
+// answerH2 sends the proxy's own answer, made in ctx's response: as is, or
+// as a gRPC status to a gRPC call.
+func (p *Proxy) answerH2(w http.ResponseWriter, r *http.Request, ctx *fasthttp.RequestCtx, x *exchange) int64 {
 	if p.ids != nil {
 		p.ids.reply(ctx, x)
 	}
@@ -128,7 +140,15 @@ func (p *Proxy) relayResponse(w http.ResponseWriter, ctx *fasthttp.RequestCtx, x
 		out.Add("Trailer", k)
 	}
 	w.WriteHeader(resp.StatusCode)
-	sent, _ := copyFlushing(w, resp.Body)
+	var sent int64
+	if resp.ContentLength >= 0 && resp.ContentLength <= upstream.SmallBody {
+		// A small body of known length is the whole answer: it goes out
+		// with the end of the handler, in as few frames and writes as the
+		// connection's other streams allow, never flushed on its own.
+		sent, _ = copyBuffered(w, resp.Body)
+	} else {
+		sent, _ = copyFlushing(w, resp.Body, http.NewResponseController(w))
+	}
 	// gRPC servers announce no trailers: each goes by the prefix that
 	// sends an undeclared one.
 	for k, vs := range resp.Trailer {
@@ -151,10 +171,14 @@ func copyOwnFields(out http.Header, h *fasthttp.ResponseHeader) {
 
 var copyFlushBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// copyFlushing copies body to w, flushing after each read so that a
-// stream's messages go out as they come.
-func copyFlushing(w http.ResponseWriter, body io.Reader) (int64, error) {
-	rc := http.NewResponseController(w)
+// copyBuffered copies body to w without flushing.
+func copyBuffered(w io.Writer, body io.Reader) (int64, error) {
+	return copyFlushing(w, body, nil)
+}
+
+// copyFlushing copies body to w, flushing after each read (when rc is
+// set) so that a stream's messages go out as they come.
+func copyFlushing(w io.Writer, body io.Reader, rc *http.ResponseController) (int64, error) {
 	bp := copyFlushBufs.Get().(*[]byte)
 	defer copyFlushBufs.Put(bp)
 	var sent int64
@@ -166,8 +190,10 @@ func copyFlushing(w http.ResponseWriter, body io.Reader) (int64, error) {
 			if werr != nil {
 				return sent, werr
 			}
-			if ferr := rc.Flush(); ferr != nil {
-				return sent, ferr
+			if rc != nil {
+				if ferr := rc.Flush(); ferr != nil {
+					return sent, ferr
+				}
 			}
 		}
 		if err == io.EOF {

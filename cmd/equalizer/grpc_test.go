@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -431,5 +432,41 @@ func TestGRPCRoutesAndLimits(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || string(body) != "ok" || resp.ProtoMajor != 2 {
 		t.Fatalf("web route over HTTP/2: %d %s %q", resp.StatusCode, resp.Proto, body)
+	}
+}
+
+// TestGRPCExampleOfTheReadme runs the README's gRPC example: docs/grpc.yaml
+// (its backends moved to this test's ports) and cmd/grpc-demo, server and
+// client, as built from this repository.
+func TestGRPCExampleOfTheReadme(t *testing.T) {
+	demo := filepath.Join(t.TempDir(), "grpc-demo")
+	if out, err := exec.Command("go", "build", "-o", demo, "../grpc-demo").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	grpcAddr := freeAddr(t)
+	server := exec.Command(demo, "serve", grpcAddr)
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Process.Kill(); server.Wait() }) //nolint:errcheck
+	example, err := os.ReadFile("../../docs/grpc.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := strings.TrimPrefix(okBackend(t), "http://")
+	conf := strings.NewReplacer("127.0.0.1:50051", grpcAddr, "127.0.0.1:8081", web, "127.0.0.1:8082", web, "127.0.0.1:8083", web).Replace(string(example))
+	file := filepath.Join(t.TempDir(), "grpc.yaml")
+	writeFile(t, file, conf)
+	in := startInstance(t, map[string]string{"EQUALIZER_CONFIG_FILE": file})
+	var out []byte
+	waitFor(t, "the gRPC pool healthy and calls answered", func() bool {
+		out, err = exec.Command(demo, "call", "-n", "1", "-key", "warm-up", in.proxy).CombinedOutput()
+		return err == nil && strings.HasPrefix(string(out), "call 1: OK")
+	})
+	out, err = exec.Command(demo, "call", "-n", "4", "-key", "alice", in.proxy).CombinedOutput()
+	want := fmt.Sprintf("call 1: OK: hello from %[1]s\ncall 2: OK: hello from %[1]s\ncall 3: OK: hello from %[1]s\n"+
+		"call 4: ResourceExhausted: rate limit exceeded (retry-after 20 s, ratelimit [\"per-key\";r=0;t=20])\n", grpcAddr)
+	if err != nil || string(out) != want {
+		t.Fatalf("grpc-demo call: %v\n%s\nwant\n%s", err, out, want)
 	}
 }
