@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -222,12 +223,22 @@ func (h *HTTP2) serve(c *clientConn) {
 		h.open.Add(-1)
 		c.Close()
 	}()
-	h.srv.ServeConn(c, &http2.ServeConnOpts{
+	h.srv.ServeConn(&bufferedConn{Conn: c, r: bufio.NewReaderSize(c, 16<<10)}, &http2.ServeConnOpts{
 		Context:    context.WithValue(context.Background(), connKey{}, net.Conn(c)),
 		BaseConfig: h.base,
 		Handler:    h.base.Handler,
 	})
 }
+
+// bufferedConn reads ahead: the HTTP/2 server reads each frame's 9-byte
+// header and its payload with two reads of the connection, which without a
+// buffer are two system calls per frame.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
 
 // Shutdown sends GOAWAY on every HTTP/2 connection and waits until their
 // streams are done, or ctx ends; then it closes what is left.

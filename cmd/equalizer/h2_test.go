@@ -382,3 +382,67 @@ func h2specFailures(out string) []string {
 	sort.Strings(failed)
 	return failed
 }
+
+// TestHTTP2BodyAndHeaderLimits: EQUALIZER_MAX_BODY_SIZE holds for HTTP/2
+// (from the declared length, and mid-stream for a body without one, as a
+// gRPC call's), and EQUALIZER_MAX_HEADER_SIZE bounds the header list.
+func TestHTTP2BodyAndHeaderLimits(t *testing.T) {
+	var got atomic.Int64
+	backend := startBackend(t, func(ctx *fasthttp.RequestCtx) {
+		got.Add(int64(len(ctx.Request.Body())))
+		ctx.SetBodyString("ok")
+	})
+	in := startInstance(t, map[string]string{"EQUALIZER_BACKENDS": backend, "EQUALIZER_MAX_BODY_SIZE": "1000",
+		"EQUALIZER_MAX_HEADER_SIZE": "4096"})
+	c := h2cClient()
+	post := func(body io.Reader, header ...string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", "http://"+in.proxy+"/up", body)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	if code, body := post(strings.NewReader(strings.Repeat("a", 1000))); code != 200 || body != "ok" {
+		t.Fatalf("1000 bytes: %d %q", code, body)
+	}
+	if code, body := post(strings.NewReader(strings.Repeat("a", 1001))); code != 413 {
+		t.Fatalf("1001 bytes declared: %d %q", code, body)
+	}
+	// No length: the body is cut where it passes the limit.
+	pr, pw := io.Pipe()
+	go func() {
+		for range 10 {
+			if _, err := pw.Write(make([]byte, 500)); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	if code, body := post(pr); code != 413 && code != 0 {
+		t.Fatalf("5000 bytes streamed: %d %q", code, body)
+	}
+	// Go's client reads the advertised SETTINGS_MAX_HEADER_LIST_SIZE and
+	// does not even send; curl sends, and gets 431.
+	if code, msg := post(strings.NewReader("x"), "X-Big", strings.Repeat("b", 5000)); code != 0 || !strings.Contains(msg, "advertised limit") {
+		t.Fatalf("a 5000-byte header from Go's client: %d %q", code, msg)
+	}
+	// (A single field longer than the limit is an HPACK error of the
+	// whole connection for Go's server; three of 2,000 bytes are a 431.)
+	curl := requireTool(t, "curl")
+	out, err := exec.Command(curl, "-sS", "--max-time", "10", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+		"-H", "X-Big1: "+strings.Repeat("b", 2000), "-H", "X-Big2: "+strings.Repeat("b", 2000), "-H", "X-Big3: "+strings.Repeat("b", 2000),
+		"http://"+in.proxy+"/").CombinedOutput()
+	if err != nil || string(out) != "2 431" {
+		t.Fatalf("6,000 bytes of header from curl: %v %q", err, out)
+	}
+	if got.Load() > 2000 {
+		t.Fatalf("the backend read %d body bytes", got.Load())
+	}
+}
