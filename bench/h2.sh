@@ -10,6 +10,8 @@
 #   ROUNDS=5 DURATION=5 bench/h2.sh
 #   CONNS=16 STREAMS=100 bench/h2.sh     # fewer connections, more streams each
 #
+# x-net-http2-alone-h2c is not a proxy: Go's HTTP/2 server answering by
+# itself (bench/h2bare), the ceiling of anything built on it.
 # For each target: requests/s (median of the rounds), and the proxy's CPU
 # time per request (its processes' utime+stime over the run, /proc), both
 # also as a ratio to gopher-equalizer's over the same transport. Output on
@@ -54,6 +56,7 @@ start() { # start NAME CMD...: a background process, its PID recorded
 echo "building" >&2
 go build -o "$WORK/equalizer" ./cmd/equalizer
 go build -o "$WORK/backend" ./bench/backend
+go build -o "$WORK/h2bare" ./bench/h2bare
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
   -keyout "$WORK/tls.key" -out "$WORK/tls.pem" 2>/dev/null
 cat "$WORK/tls.pem" "$WORK/tls.key" >"$WORK/tls-haproxy.pem"
@@ -125,6 +128,9 @@ backend be
   server b3 $B3
 CONF
 start haproxy haproxy -db -f "$WORK/haproxy.cfg"
+# The ceiling of any proxy built on Go's HTTP/2 server: that server
+# answering by itself, no backend.
+start h2bare "$WORK/h2bare" 127.0.0.1:9531
 
 TARGETS=(
   "gopher-equalizer-tls https://127.0.0.1:9501/ equalizer"
@@ -133,6 +139,7 @@ TARGETS=(
   "gopher-equalizer-h2c http://127.0.0.1:9502/ equalizer_h2c"
   "nginx-h2c http://127.0.0.1:9512/ nginx"
   "haproxy-h2c http://127.0.0.1:9522/ haproxy"
+  "x-net-http2-alone-h2c http://127.0.0.1:9531/ h2bare"
 )
 for t in "${TARGETS[@]}"; do
   read -r _ url _ <<<"$t"
