@@ -145,7 +145,7 @@ func (p *Proxy) relayResponse(w http.ResponseWriter, ctx *fasthttp.RequestCtx, x
 		// A small body of known length is the whole answer: it goes out
 		// with the end of the handler, in as few frames and writes as the
 		// connection's other streams allow, never flushed on its own.
-		sent, _ = copyBuffered(w, resp.Body)
+		sent, _ = upstream.Copy(w, resp.Body)
 	} else {
 		sent, _ = copyFlushing(w, resp.Body, http.NewResponseController(w))
 	}
@@ -171,13 +171,9 @@ func copyOwnFields(out http.Header, h *fasthttp.ResponseHeader) {
 
 var copyFlushBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// copyBuffered copies body to w without flushing.
-func copyBuffered(w io.Writer, body io.Reader) (int64, error) {
-	return copyFlushing(w, body, nil)
-}
-
-// copyFlushing copies body to w, flushing after each read (when rc is
-// set) so that a stream's messages go out as they come.
+// copyFlushing copies body to w, flushing after each read when rc is set,
+// so that a stream's messages go out as they come (upstream.Copy does not
+// flush).
 func copyFlushing(w io.Writer, body io.Reader, rc *http.ResponseController) (int64, error) {
 	bp := copyFlushBufs.Get().(*[]byte)
 	defer copyFlushBufs.Put(bp)
@@ -284,4 +280,3 @@ func isHopName(k string) bool {
 	return isHop([]byte(k), false)
 }
 
-var _ upstream.BodyObserver = (*clientConn)(nil)
