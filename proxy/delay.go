@@ -47,7 +47,7 @@ func (p *Proxy) delay(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, de
 	}
 	for left := wait; left > 0; left -= waitStep {
 		time.Sleep(min(left, waitStep))
-		if clientGone(ctx.Conn()) {
+		if x.streamGone() || clientGone(ctx.Conn()) {
 			p.giveBack(x, rt, charged, keys)
 			p.releaseHeld(x)
 			x.answer(ctx, ClientGone, "", StatusClientClosedRequest)

@@ -44,6 +44,7 @@ func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	adaptRequest(&ctx.Request, r)
 
 	var x exchange
+	x.streamDone = r.Context().Done()
 	sent := p.serveH2(w, r, ctx, &x)
 	p.releaseHeld(&x)
 	p.Stats.count(x.outcome)

@@ -63,6 +63,9 @@ type exchange struct {
 	limit   *limits.Limit // the limit that refused, if one did
 	// charged: the route's limits were charged (not exempt, limiting on).
 	charged bool
+	// streamDone closes when an HTTP/2 client resets its stream (nil for
+	// HTTP/1.x, whose client leaves by closing the connection).
+	streamDone <-chan struct{}
 	// wouldLimit: a shadow limit found no token.
 	wouldLimit bool
 	decisions  [route.MaxLimits]limiter.Decision // of the route's limits
@@ -78,6 +81,16 @@ type exchange struct {
 	idNew      bool         // made here, not the client's
 	idLines    int          // request ID lines the client sent
 	idBuf      [maxRequestIDLen]byte
+}
+
+// streamGone reports whether an HTTP/2 client reset the request's stream.
+func (x *exchange) streamGone() bool {
+	select {
+	case <-x.streamDone:
+		return true
+	default:
+		return false
+	}
 }
 
 // id is the request ID, empty when IDs are off.

@@ -6,7 +6,9 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"log"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -468,5 +470,62 @@ func TestGRPCExampleOfTheReadme(t *testing.T) {
 		"call 4: ResourceExhausted: rate limit exceeded (retry-after 20 s, ratelimit [\"per-key\";r=0;t=20])\n", grpcAddr)
 	if err != nil || string(out) != want {
 		t.Fatalf("grpc-demo call: %v\n%s\nwant\n%s", err, out, want)
+	}
+}
+
+// TestHTTPSBackendNegotiatesH2: an https:// backend that offers h2 by ALPN
+// gets HTTP/2 from HTTP/2 clients (a gRPC server over TLS works through
+// it, trailers included) and HTTP/1.1 from HTTP/1.1 clients.
+func TestHTTPSBackendNegotiatesH2(t *testing.T) {
+	ca := newTestCA(t)
+	cert, key := ca.leaf(t, "backend", 50)
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := func() net.Listener {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ln
+	}
+	byName := func(ln net.Listener) string { // a name, so that SNI is sent
+		return "https://" + strings.Replace(ln.Addr().String(), "127.0.0.1", "localhost", 1)
+	}
+	grpcLn := listen()
+	s := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{pair}})))
+	testgrpc.RegisterTestServiceServer(s, &grpcBackend{ended: make(chan string, 16)})
+	go s.Serve(grpcLn) //nolint:errcheck
+	t.Cleanup(s.Stop)
+	webLn := listen()
+	web := &http.Server{ErrorLog: log.New(io.Discard, "", 0), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "proto="+r.Proto) //nolint:errcheck
+	})}
+	go web.ServeTLS(webLn, cert, key) //nolint:errcheck
+	t.Cleanup(func() { web.Close() })
+	env := func(backend string) map[string]string {
+		return map[string]string{"EQUALIZER_BACKENDS": backend, "EQUALIZER_BACKEND_CA": filepath.Join(ca.dir, "ca.pem"), "EQUALIZER_HEALTH_INTERVAL": "1h"}
+	}
+
+	grpcIn := startInstance(t, env(byName(grpcLn)))
+	var trailer metadata.MD
+	resp, err := grpcClient(t, grpcIn.proxy, nil).UnaryCall(context.Background(), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("over grpcs")}}, grpc.Trailer(&trailer))
+	if err != nil || string(resp.GetPayload().GetBody()) != "over grpcs" || len(trailer.Get("x-trailer")) != 1 {
+		t.Fatalf("gRPC to an https backend: %v %v %v", resp, err, trailer)
+	}
+
+	webIn := startInstance(t, env(byName(webLn)))
+	r2, err := h2cClient().Get("http://" + webIn.proxy + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(r2.Body)
+	r2.Body.Close()
+	if string(body) != "proto=HTTP/2.0" {
+		t.Fatalf("an HTTP/2 client to an https backend: %q", body)
+	}
+	if _, _, body := webIn.get(t, "/"); body != "proto=HTTP/1.1" {
+		t.Fatalf("an HTTP/1.1 client to an https backend: %q", body)
 	}
 }

@@ -452,3 +452,46 @@ func TestHTTP2BodyAndHeaderLimits(t *testing.T) {
 		t.Fatalf("the backend read %d body bytes", got.Load())
 	}
 }
+
+// TestHTTP2DelayedStreamThatLeavesIsNotCharged: a request waiting for its
+// token (delay) whose client resets the stream, its connection still open,
+// gets its token back, as an HTTP/1.1 client that closes its connection.
+func TestHTTP2DelayedStreamThatLeavesIsNotCharged(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "equalizer.yaml")
+	writeFile(t, file, fmt.Sprintf(`backends: [%q]
+limits:
+  z: {key: ip, capacity: 1, rate: 2/s, delay: 2s}
+routes:
+  - {match: {}, limits: [z]}
+`, okBackend(t)))
+	in := startInstance(t, map[string]string{"EQUALIZER_CONFIG_FILE": file})
+	c := h2cClient() // one connection for all three
+	get := func(ctx context.Context) (int, error) {
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+in.proxy+"/", nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	start := time.Now()
+	if code, err := get(context.Background()); code != 200 {
+		t.Fatalf("first: %d %v", code, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	_, err := get(ctx) // waits for its token, then its stream is reset
+	cancel()
+	if err == nil {
+		t.Fatal("the delayed request did not wait")
+	}
+	time.Sleep(time.Until(start.Add(600 * time.Millisecond)))
+	t0 := time.Now()
+	if code, err := get(context.Background()); code != 200 || time.Since(t0) > 100*time.Millisecond {
+		t.Fatalf("after the waiting stream left: %d %v in %v, want 200 at once (its token was given back)", code, err, time.Since(t0))
+	}
+	waitFor(t, "client_gone counted", func() bool {
+		m, _ := in.scrape(t)
+		return m[`equalizer_requests_total{outcome="client_gone"}`] == 1
+	})
+}
