@@ -280,4 +280,3 @@ func writeGRPCAnswer(w http.ResponseWriter, ctx *fasthttp.RequestCtx, x *exchang
 func isHopName(k string) bool {
 	return isHop([]byte(k), false)
 }
-
