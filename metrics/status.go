@@ -24,6 +24,8 @@ type Status struct {
 	RequestsPerS  float64           `json:"requests_per_sec"`
 	OpenConns     int64             `json:"open_connections"`
 	OpenTunnels   int               `json:"open_tunnels"`
+	OpenHTTP2     int64             `json:"open_http2_connections"`
+	HTTP2Requests uint64            `json:"http2_requests"`
 	Routes        []RouteStatus     `json:"routes"`
 	Limits        []LimitStatus     `json:"limits"`
 	Backends      []BackendStatus   `json:"backends"`
@@ -170,11 +172,13 @@ func (r *Registry) Status() Status {
 	st := &src.Proxy.Stats
 	out := Status{
 		Time: now, UptimeSeconds: now.Sub(r.sampler.start).Seconds(), WindowSeconds: window,
-		Requests:     map[string]uint64{},
-		RequestsPerS: rate(last.total, prev.total),
-		OpenConns:    st.OpenConns.Load(),
-		OpenTunnels:  src.Proxy.OpenTunnels(),
-		Store:        StoreStatus{Kind: "memory"},
+		Requests:      map[string]uint64{},
+		RequestsPerS:  rate(last.total, prev.total),
+		OpenConns:     st.OpenConns.Load(),
+		OpenHTTP2:     st.OpenHTTP2.Load(),
+		HTTP2Requests: st.HTTP2.Load(),
+		OpenTunnels:   src.Proxy.OpenTunnels(),
+		Store:         StoreStatus{Kind: "memory"},
 	}
 	for o := range proxy.NumOutcomes {
 		out.Requests[proxy.OutcomeNames[o]] = st.Requests[o].Load()
