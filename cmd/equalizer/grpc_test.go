@@ -496,6 +496,7 @@ func TestHTTPSBackendNegotiatesH2(t *testing.T) {
 	grpcLn := listen()
 	s := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{pair}})))
 	testgrpc.RegisterTestServiceServer(s, &grpcBackend{ended: make(chan string, 16)})
+	healthpb.RegisterHealthServer(s, health.NewServer())
 	go s.Serve(grpcLn) //nolint:errcheck
 	t.Cleanup(s.Stop)
 	webLn := listen()
@@ -508,7 +509,10 @@ func TestHTTPSBackendNegotiatesH2(t *testing.T) {
 		return map[string]string{"EQUALIZER_BACKENDS": backend, "EQUALIZER_BACKEND_CA": filepath.Join(ca.dir, "ca.pem"), "EQUALIZER_HEALTH_INTERVAL": "1h"}
 	}
 
-	grpcIn := startInstance(t, env(byName(grpcLn)))
+	// grpc-go over TLS insists on ALPN h2: its health is asked over HTTP/2.
+	grpcEnv := env(byName(grpcLn))
+	grpcEnv["EQUALIZER_HEALTH_PATH"] = "grpc"
+	grpcIn := startInstance(t, grpcEnv)
 	var trailer metadata.MD
 	resp, err := grpcClient(t, grpcIn.proxy, nil).UnaryCall(context.Background(), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("over grpcs")}}, grpc.Trailer(&trailer))
 	if err != nil || string(resp.GetPayload().GetBody()) != "over grpcs" || len(trailer.Get("x-trailer")) != 1 {
