@@ -3,8 +3,10 @@
 # HTTP/1.1) through gopher-equalizer, nginx and HAProxy, on the same three
 # HTTP/1.1 backends, on this machine, in one run, rounds interleaved so
 # that the machine's drift hits every target alike. Over TLS (ALPN h2) and
-# over cleartext with prior knowledge (h2c). Traffic goes to 127.0.0.1
-# only; every process started here is stopped on exit.
+# over cleartext with prior knowledge (h2c); and gRPC (unary calls to one
+# grpc-go server: our h2c:// backend, nginx grpc_pass, HAProxy proto h2).
+# Traffic goes to 127.0.0.1 only; every process started here is stopped on
+# exit.
 #
 #   bench/h2.sh                          # 3 rounds x 10 s per target
 #   ROUNDS=5 DURATION=5 bench/h2.sh
@@ -57,12 +59,18 @@ echo "building" >&2
 go build -o "$WORK/equalizer" ./cmd/equalizer
 go build -o "$WORK/backend" ./bench/backend
 go build -o "$WORK/h2bare" ./bench/h2bare
+go build -o "$WORK/grpc-demo" ./cmd/grpc-demo
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
   -keyout "$WORK/tls.key" -out "$WORK/tls.pem" 2>/dev/null
 cat "$WORK/tls.pem" "$WORK/tls.key" >"$WORK/tls-haproxy.pem"
 
 B1=127.0.0.1:9601 B2=127.0.0.1:9602 B3=127.0.0.1:9603
 start backend "$WORK/backend" $B1 $B2 $B3
+# gRPC: one grpc-go server (cmd/grpc-demo) behind every proxy's gRPC
+# target; h2load posts an empty grpc.testing.SimpleRequest to UnaryCall.
+G=127.0.0.1:9650
+start grpcserver "$WORK/grpc-demo" serve $G
+printf '\0\0\0\0\0' >"$WORK/grpc-request.bin"
 
 # gopher-equalizer charges every request to its client's bucket (a million
 # tokens: nobody is refused); the others only proxy.
@@ -72,6 +80,9 @@ start equalizer env -i PATH="$PATH" EQUALIZER_LISTEN=127.0.0.1:9501 EQUALIZER_AD
   EQUALIZER_BUCKET_CAPACITY=1000000000 EQUALIZER_BUCKET_REFILL_AMOUNT=1000000000 "$WORK/equalizer"
 start equalizer_h2c env -i PATH="$PATH" EQUALIZER_LISTEN=127.0.0.1:9502 EQUALIZER_ADMIN_LISTEN=127.0.0.1:9592 \
   EQUALIZER_BACKENDS="http://$B1,http://$B2,http://$B3" EQUALIZER_LOG_LEVEL=warn \
+  EQUALIZER_BUCKET_CAPACITY=1000000000 EQUALIZER_BUCKET_REFILL_AMOUNT=1000000000 "$WORK/equalizer"
+start equalizer_grpc env -i PATH="$PATH" EQUALIZER_LISTEN=127.0.0.1:9503 EQUALIZER_ADMIN_LISTEN=127.0.0.1:9593 \
+  EQUALIZER_BACKENDS="h2c://$G" EQUALIZER_HEALTH_PATH=grpc EQUALIZER_LOG_LEVEL=warn \
   EQUALIZER_BUCKET_CAPACITY=1000000000 EQUALIZER_BUCKET_REFILL_AMOUNT=1000000000 "$WORK/equalizer"
 
 # nginx 1.22 (Debian 12): "listen ... http2"; 2 workers for 2 cores.
@@ -101,6 +112,11 @@ http {
       proxy_set_header Connection "";
     }
   }
+  upstream grpcservers { server $G; keepalive 64; }
+  server {
+    listen 127.0.0.1:9513 http2;
+    location / { grpc_pass grpc://grpcservers; }
+  }
 }
 CONF
 start nginx nginx -c "$WORK/nginx.conf" -g 'daemon off;' -e stderr
@@ -121,11 +137,16 @@ frontend tls
 frontend h2c
   bind 127.0.0.1:9522 proto h2
   default_backend be
+frontend grpc
+  bind 127.0.0.1:9523 proto h2
+  default_backend grpc
 backend be
   balance roundrobin
   server b1 $B1
   server b2 $B2
   server b3 $B3
+backend grpc
+  server g1 $G proto h2
 CONF
 start haproxy haproxy -db -f "$WORK/haproxy.cfg"
 # The ceiling of any proxy built on Go's HTTP/2 server: that server
@@ -140,9 +161,23 @@ TARGETS=(
   "nginx-h2c http://127.0.0.1:9512/ nginx"
   "haproxy-h2c http://127.0.0.1:9522/ haproxy"
   "x-net-http2-alone-h2c http://127.0.0.1:9531/ h2bare"
+  "gopher-equalizer-grpc http://127.0.0.1:9503/grpc.testing.TestService/UnaryCall equalizer_grpc"
+  "nginx-grpc http://127.0.0.1:9513/grpc.testing.TestService/UnaryCall nginx"
+  "haproxy-grpc http://127.0.0.1:9523/grpc.testing.TestService/UnaryCall haproxy"
 )
+# h2load counts HTTP statuses; a gRPC call's own status is in its
+# trailers, so each gRPC target is checked once with a real client first.
+for port in 9503 9513 9523; do
+  for _ in $(seq 1 100); do
+    if "$WORK/grpc-demo" call 127.0.0.1:$port 2>/dev/null | grep -q 'OK'; then continue 2; fi
+    sleep 0.1
+  done
+  echo "127.0.0.1:$port does not pass gRPC calls" >&2
+  exit 1
+done
 for t in "${TARGETS[@]}"; do
-  read -r _ url _ <<<"$t"
+  read -r name url _ <<<"$t"
+  [[ $name == *grpc* ]] && continue # checked below with a gRPC client
   for _ in $(seq 1 100); do
     if h2load -n 1 -c 1 "$url" 2>/dev/null | grep -q '1 succeeded'; then continue 2; fi
     sleep 0.1
@@ -169,7 +204,9 @@ for round in $(seq 1 "$ROUNDS"); do
     read -r name url proc <<<"$t"
     pidvar="PID_$proc"; pid=${!pidvar}
     before=$(cpu_ticks "$pid")
-    h2load -c "$CONNS" -m "$STREAMS" -t 1 -D "$DURATION" "$url" >"$OUT/$name-r$round.txt" 2>&1 || true
+    extra=()
+    case $name in *grpc*) extra=(-d "$WORK/grpc-request.bin" -H 'content-type: application/grpc' -H 'te: trailers') ;; esac
+    h2load -c "$CONNS" -m "$STREAMS" -t 1 -D "$DURATION" "${extra[@]}" "$url" >"$OUT/$name-r$round.txt" 2>&1 || true
     after=$(cpu_ticks "$pid")
     done_reqs=$(awk '/^requests:/ {print $8}' "$OUT/$name-r$round.txt")
     rps=$(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$OUT/$name-r$round.txt")
@@ -194,7 +231,7 @@ done
         cpu[t] = reqs[t] ? ticks[t] / hz * 1e6 / reqs[t] : 0
       }
       for (i = 1; i <= k; i++) {
-        t = names[i]; base = (t ~ /tls/) ? "gopher-equalizer-tls" : "gopher-equalizer-h2c"
+        t = names[i]; base = (t ~ /tls/) ? "gopher-equalizer-tls" : (t ~ /grpc/) ? "gopher-equalizer-grpc" : "gopher-equalizer-h2c"
         printf "| %s | %.0f | %.2f | %.1f | %.2f | %d |\n", t, med[t], med[t] / med[base], cpu[t], (cpu[base] ? cpu[t] / cpu[base] : 0), failed[t]
       }
     }' "$OUT/raw.txt"
