@@ -167,8 +167,8 @@ func (p *Proxy) failRoundTrip(ctx *fasthttp.RequestCtx, x *exchange, err error) 
 }
 
 // forwardH1overH2 carries an HTTP/1.1 client's request to an h2c://
-// backend. An Upgrade does not cross HTTP/2; trailers of the response do
-// not reach an HTTP/1.1 client.
+// backend. An Upgrade does not cross HTTP/2. The response's trailers
+// follow a chunked body as HTTP/1.1 trailer fields.
 func (p *Proxy) forwardH1overH2(ctx *fasthttp.RequestCtx, x *exchange, c *client, b *pool.Backend) {
 	if !p.streamRequest(ctx, x) {
 		return
@@ -203,7 +203,7 @@ func (p *Proxy) forwardH1overH2(ctx *fasthttp.RequestCtx, x *exchange, c *client
 			h.Add(k, v)
 		}
 	}
-	ctx.Response.SetBodyStream(&h2Body{r: resp.Body, client: ctx.Conn()}, int(resp.ContentLength))
+	ctx.Response.SetBodyStream(&h2Body{r: resp.Body, client: ctx.Conn(), resp: resp, header: h}, int(resp.ContentLength))
 	ctx.Response.ImmediateHeaderFlush = true
 	x.outcome = Forwarded
 	if p.cfg.RateLimitHeaders && x.charged {
@@ -216,6 +216,8 @@ func (p *Proxy) forwardH1overH2(ctx *fasthttp.RequestCtx, x *exchange, c *client
 type h2Body struct {
 	r      io.ReadCloser
 	client net.Conn
+	resp   *http.Response
+	header *fasthttp.ResponseHeader // takes the trailers at the end
 	sent   int64
 	closed bool
 }
@@ -223,6 +225,18 @@ type h2Body struct {
 func (b *h2Body) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	b.sent += int64(n)
+	if err == io.EOF && b.resp.ContentLength < 0 {
+		// Known only now (gRPC announces none): fasthttp writes the
+		// trailer section after the last chunk.
+		for k, vs := range b.resp.Trailer {
+			if b.header.AddTrailer(k) != nil {
+				continue // a field no trailer may carry
+			}
+			for _, v := range vs {
+				b.header.Add(k, v)
+			}
+		}
+	}
 	return n, err
 }
 

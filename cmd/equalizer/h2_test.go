@@ -495,3 +495,34 @@ routes:
 		return m[`equalizer_requests_total{outcome="client_gone"}`] == 1
 	})
 }
+
+// TestHTTP1ClientGetsH2CTrailers: an h2c backend's trailers reach an
+// HTTP/1.1 client as the trailer section of a chunked body (gRPC announces
+// none, so neither does this backend).
+func TestHTTP1ClientGetsH2CTrailers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	s := &http.Server{Protocols: &protocols, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "body") //nolint:errcheck
+		w.(http.Flusher).Flush()
+		w.Header().Set(http.TrailerPrefix+"X-Checksum", "abc123")
+	})}
+	go s.Serve(ln) //nolint:errcheck
+	t.Cleanup(func() { s.Close() })
+	in := startInstance(t, map[string]string{"EQUALIZER_BACKENDS": "h2c://" + ln.Addr().String()})
+	req, _ := http.NewRequest("GET", "http://"+in.proxy+"/", nil)
+	req.Header.Set("TE", "trailers")
+	resp, err := (&http.Client{Transport: &http.Transport{}}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 1 || string(body) != "body" || resp.Trailer.Get("X-Checksum") != "abc123" {
+		t.Fatalf("%s %q trailer %v", resp.Proto, body, resp.Trailer)
+	}
+}
