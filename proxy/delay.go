@@ -35,13 +35,7 @@ func (p *Proxy) delay(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, de
 	for i, l := range rt.Limits {
 		counted = i + 1
 		if delayed[i] && l.Waiting.Add(1) > limits.MaxWaiting {
-			p.giveBack(x, rt, charged, keys)
-			p.releaseHeld(x)
-			l.Decisions[limits.Limited].Add(1)
-			x.limit = l
-			x.answer(ctx, Limited, "too many requests waiting\n", fasthttp.StatusTooManyRequests)
-			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
-			p.problem(ctx, l)
+			p.refuseBusy(ctx, x, rt, l, charged, keys, "too many requests waiting\n")
 			return false
 		}
 	}

@@ -82,36 +82,33 @@ func adaptRequest(req *fasthttp.Request, r *http.Request) {
 // serveH2 handles one HTTP/2 request; it returns the body bytes sent.
 func (p *Proxy) serveH2(w http.ResponseWriter, r *http.Request, ctx *fasthttp.RequestCtx, x *exchange) int64 {
 	var c client
-	if b := p.admit(ctx, x, &c); b != nil {
-		if p.cfg.MaxBodySize > 0 && r.ContentLength > p.cfg.MaxBodySize {
-			x.answer(ctx, BodyTooLarge, "request body too large\n", fasthttp.StatusRequestEntityTooLarge)
-		} else {
-			p.toUpstream(ctx, x, &c)
-			x.bodyIn = &requestBody{r: r.Body, max: p.cfg.MaxBodySize}
-			if !b.H2 && b.TLS == nil {
-				if sent := p.forwardH2overH1(w, r, ctx, x, b); sent >= 0 {
-					return sent
-				}
-				return p.answerH2(w, r, ctx, x)
-			}
-			b, resp, err := p.roundTrip(r.Context(), ctx, x, b, x.bodyIn, r.ContentLength)
-			x.backend = b
-			if err == nil {
-				x.outcome = Forwarded
-				return p.relayResponse(w, ctx, x, resp)
-			}
-			p.failRoundTrip(ctx, x, err)
-		}
+	b := p.admit(ctx, x, &c)
+	if b == nil {
+		return p.answerH2(w, r, ctx, x)
 	}
-	return p.answerH2(w, r, ctx, x)
+	if p.cfg.MaxBodySize > 0 && r.ContentLength > p.cfg.MaxBodySize {
+		x.answer(ctx, BodyTooLarge, "request body too large\n", fasthttp.StatusRequestEntityTooLarge)
+		return p.answerH2(w, r, ctx, x)
+	}
+	p.toUpstream(ctx, x, &c)
+	x.bodyIn = &requestBody{r: r.Body, max: p.cfg.MaxBodySize} // counted and bounded; no deadline: the connection is shared
+	if !b.H2 && b.TLS == nil {
+		return p.forwardH2overH1(w, r, ctx, x, b)
+	}
+	b, resp, err := p.roundTrip(r.Context(), ctx, x, b, x.bodyIn, r.ContentLength)
+	x.backend = b
+	if err != nil {
+		p.fail(ctx, x, err)
+		return p.answerH2(w, r, ctx, x)
+	}
+	x.outcome = Forwarded
+	return p.relayResponse(w, ctx, x, resp)
 }
 
 // answerH2 sends the proxy's own answer, made in ctx's response: as is, or
 // as a gRPC status to a gRPC call.
 func (p *Proxy) answerH2(w http.ResponseWriter, r *http.Request, ctx *fasthttp.RequestCtx, x *exchange) int64 {
-	if p.ids != nil {
-		p.ids.reply(ctx, x)
-	}
+	p.replyFields(ctx, x)
 	if isGRPC(r) {
 		writeGRPCAnswer(w, ctx, x)
 		return 0
@@ -119,8 +116,22 @@ func (p *Proxy) answerH2(w http.ResponseWriter, r *http.Request, ctx *fasthttp.R
 	return writeAnswer(w, ctx)
 }
 
-// relayResponse sends the backend's response to the client: head, body
-// flushed as it comes (gRPC messages must not wait in a buffer), trailers.
+// replyFields adds the proxy's own fields to ctx's response: the request
+// ID, and on a forwarded answer the RateLimit fields when
+// EQUALIZER_RATELIMIT_HEADERS asks for them. (HTTP/1.1 sets them in
+// ServeHTTP and serve.)
+func (p *Proxy) replyFields(ctx *fasthttp.RequestCtx, x *exchange) {
+	if p.ids != nil {
+		p.ids.reply(ctx, x)
+	}
+	if x.outcome == Forwarded && p.cfg.RateLimitHeaders && x.charged {
+		setLimitFields(&ctx.Response.Header, x, x.route)
+	}
+}
+
+// relayResponse sends an h2c or https backend's response to the client:
+// head, body, and trailers (gRPC servers announce none: each goes by the
+// prefix that sends an undeclared one).
 func (p *Proxy) relayResponse(w http.ResponseWriter, ctx *fasthttp.RequestCtx, x *exchange, resp *http.Response) int64 {
 	defer resp.Body.Close()
 	out := w.Header()
@@ -130,32 +141,27 @@ func (p *Proxy) relayResponse(w http.ResponseWriter, ctx *fasthttp.RequestCtx, x
 		}
 	}
 	ctx.Response.SetStatusCode(resp.StatusCode)
-	if p.ids != nil {
-		p.ids.reply(ctx, x)
-	}
-	if p.cfg.RateLimitHeaders && x.charged {
-		setLimitFields(&ctx.Response.Header, x, x.route)
-	}
+	p.replyFields(ctx, x)
 	copyOwnFields(out, &ctx.Response.Header)
-	for k := range resp.Trailer {
-		out.Add("Trailer", k)
-	}
 	w.WriteHeader(resp.StatusCode)
-	var sent int64
-	if resp.ContentLength >= 0 && resp.ContentLength <= upstream.SmallBody {
-		// A small body of known length is the whole answer: it goes out
-		// with the end of the handler, in as few frames and writes as the
-		// connection's other streams allow, never flushed on its own.
-		sent, _ = upstream.Copy(w, resp.Body)
-	} else {
-		sent, _ = copyFlushing(w, resp.Body, http.NewResponseController(w))
-	}
-	// gRPC servers announce no trailers: each goes by the prefix that
-	// sends an undeclared one.
+	sent, _ := relayBody(w, resp.Body, resp.ContentLength)
 	for k, vs := range resp.Trailer {
 		out[http.TrailerPrefix+k] = vs
 	}
 	return sent
+}
+
+// relayBody copies a response body of length cl (-1: unknown) to an HTTP/2
+// client. A small body of known length is the whole answer: it goes out
+// with the end of the handler, in as few frames and writes as the
+// connection's other streams allow. Any other is flushed after each read,
+// so that a stream's messages (gRPC) go out as they come.
+func relayBody(w http.ResponseWriter, body io.Reader, cl int64) (int64, error) {
+	var rc *http.ResponseController
+	if cl < 0 || cl > upstream.SmallBody {
+		rc = http.NewResponseController(w)
+	}
+	return copyFlushing(w, body, rc)
 }
 
 // copyOwnFields adds the fields the proxy set on ctx's response (request
@@ -172,9 +178,7 @@ func copyOwnFields(out http.Header, h *fasthttp.ResponseHeader) {
 
 var copyFlushBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// copyFlushing copies body to w, flushing after each read when rc is set,
-// so that a stream's messages go out as they come (upstream.Copy does not
-// flush).
+// copyFlushing copies body to w, flushing after each read when rc is set.
 func copyFlushing(w io.Writer, body io.Reader, rc *http.ResponseController) (int64, error) {
 	bp := copyFlushBufs.Get().(*[]byte)
 	defer copyFlushBufs.Put(bp)

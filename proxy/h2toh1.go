@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
 
@@ -17,8 +16,8 @@ import (
 // body comes from the HTTP/2 stream and its answer goes back to it.
 
 // forwardH2overH1 forwards the request in ctx (its head adapted and
-// rewritten by toUpstream) and writes the answer to w; it returns the body
-// bytes sent. On failure it leaves the proxy's answer in ctx and returns -1.
+// rewritten by toUpstream) and writes the answer to w, the backend's or,
+// when forwarding failed, the proxy's; it returns the body bytes sent.
 func (p *Proxy) forwardH2overH1(w http.ResponseWriter, r *http.Request, ctx *fasthttp.RequestCtx, x *exchange, b *pool.Backend) int64 {
 	req := &ctx.Request
 	if r.ContentLength != 0 {
@@ -29,51 +28,32 @@ func (p *Proxy) forwardH2overH1(w http.ResponseWriter, r *http.Request, ctx *fas
 	b, waited, err := p.forward(ctx, x, b)
 	req.Header.SetProtocol("HTTP/2.0")
 	x.backend, x.upstream = b, waited
-	if err != nil {
-		if errors.Is(err, errBodyTooLarge) {
-			x.answer(ctx, BodyTooLarge, "request body too large\n", fasthttp.StatusRequestEntityTooLarge)
-			return -1
-		}
-		p.fail(ctx, x, err)
-		return -1
-	}
 	resp := &ctx.Response
 	stream := resp.BodyStream()
-	if up, ok := stream.(*upstream.Upgraded); ok { // nobody asked: HTTP/2 has no Upgrade
+	if up, ok := stream.(*upstream.Upgraded); ok && err == nil { // nobody asked: HTTP/2 has no Upgrade
 		_ = up.Close()
 		resp.ResetBody()
 		b.Stats.Rejected()
-		p.fail(ctx, x, errWrongUpgrade)
-		return -1
+		err = errWrongUpgrade
+	}
+	if err != nil {
+		p.fail(ctx, x, err)
+		return p.answerH2(w, r, ctx, x)
 	}
 	x.outcome = Forwarded
 	stripResponse(&resp.Header)
-	if p.ids != nil {
-		p.ids.reply(ctx, x)
-	}
-	if p.cfg.RateLimitHeaders && x.charged {
-		setLimitFields(&resp.Header, x, x.route)
-	}
+	p.replyFields(ctx, x)
 	out := w.Header()
 	copyResponseHeader(out, &resp.Header)
-	status := resp.StatusCode()
+	if cl := resp.Header.ContentLength(); cl >= 0 { // also HEAD's, and a streamed body's
+		out.Set(fasthttp.HeaderContentLength, strconv.Itoa(cl))
+	}
+	w.WriteHeader(resp.StatusCode())
 	if stream == nil {
-		body := resp.Body()
-		if cl := resp.Header.ContentLength(); r.Method == http.MethodHead && cl >= 0 {
-			out.Set(fasthttp.HeaderContentLength, strconv.Itoa(cl))
-		} else if len(body) > 0 || status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified {
-			out.Set(fasthttp.HeaderContentLength, strconv.Itoa(len(body)))
-		}
-		w.WriteHeader(status)
-		n, _ := w.Write(body)
+		n, _ := w.Write(resp.Body())
 		return int64(n)
 	}
-	w.WriteHeader(status)
-	var rc *http.ResponseController
-	if cl := resp.Header.ContentLength(); cl < 0 || cl > upstream.SmallBody {
-		rc = http.NewResponseController(w)
-	}
-	sent, err := copyFlushing(w, stream, rc)
+	sent, err := relayBody(w, stream, int64(resp.Header.ContentLength()))
 	if ub, ok := stream.(*upstream.Body); ok {
 		_ = ub.Release(err) // the connection is reused only after a clean end
 	}
@@ -115,29 +95,19 @@ func copyResponseHeader(out http.Header, h *fasthttp.ResponseHeader) {
 	}
 }
 
+// commonFields are names fieldName returns without allocating.
+var commonFields = []string{
+	fasthttp.HeaderContentType, fasthttp.HeaderContentLength, fasthttp.HeaderDate, fasthttp.HeaderServer,
+	fasthttp.HeaderCacheControl, fasthttp.HeaderSetCookie, fasthttp.HeaderContentEncoding,
+	fasthttp.HeaderLastModified, fasthttp.HeaderETag, fasthttp.HeaderVary,
+}
+
 // fieldName is k as a string, without allocating for the usual names.
 func fieldName(k []byte) string {
-	switch string(k) {
-	case fasthttp.HeaderContentType:
-		return fasthttp.HeaderContentType
-	case fasthttp.HeaderContentLength:
-		return fasthttp.HeaderContentLength
-	case fasthttp.HeaderDate:
-		return fasthttp.HeaderDate
-	case fasthttp.HeaderServer:
-		return fasthttp.HeaderServer
-	case fasthttp.HeaderCacheControl:
-		return fasthttp.HeaderCacheControl
-	case fasthttp.HeaderSetCookie:
-		return fasthttp.HeaderSetCookie
-	case fasthttp.HeaderContentEncoding:
-		return fasthttp.HeaderContentEncoding
-	case fasthttp.HeaderLastModified:
-		return fasthttp.HeaderLastModified
-	case fasthttp.HeaderETag:
-		return fasthttp.HeaderETag
-	case fasthttp.HeaderVary:
-		return fasthttp.HeaderVary
+	for _, name := range commonFields {
+		if string(k) == name {
+			return name
+		}
 	}
 	return string(k)
 }

@@ -101,14 +101,21 @@ func (p *Proxy) acquire(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, 
 		x.wouldLimit = true
 		return true, false
 	}
+	p.refuseBusy(ctx, x, rt, l, charged, keys, "too many requests in flight\n")
+	return false, false
+}
+
+// refuseBusy answers 429 for l when no bucket refused but the limit is
+// full (requests in flight, or waiting for their tokens): what the
+// request took is given back, and it may try again in a second.
+func (p *Proxy) refuseBusy(ctx *fasthttp.RequestCtx, x *exchange, rt *route.Route, l *limits.Limit, charged []bool, keys *keySource, msg string) {
 	p.giveBack(x, rt, charged, keys)
 	p.releaseHeld(x)
 	l.Decisions[limits.Limited].Add(1)
 	x.limit = l
-	x.answer(ctx, Limited, "too many requests in flight\n", fasthttp.StatusTooManyRequests)
+	x.answer(ctx, Limited, msg, fasthttp.StatusTooManyRequests)
 	ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
 	p.problem(ctx, l)
-	return false, false
 }
 
 // heldSlot is one request counted in flight by a concurrency limit.

@@ -264,11 +264,6 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, x *exchange) {
 		req.Header.SetProtocolBytes(http10Proto)
 	}
 	if err != nil {
-		if errors.Is(err, errBodyTooLarge) {
-			// The client's fault, not the backend's: mid-stream 413.
-			x.answer(ctx, BodyTooLarge, "request body too large\n", fasthttp.StatusRequestEntityTooLarge)
-			return
-		}
 		p.fail(ctx, x, err)
 		return
 	}
@@ -337,10 +332,22 @@ func (p *Proxy) connectFailed(backends *pool.Pool, b *pool.Backend, err error) {
 	}
 }
 
-// fail maps a forwarding error to 502, 503 or 504.
+// fail maps a forwarding error, over the HostClient or over net/http
+// (roundtrip.go), to the proxy's answer: 502, 503 or 504 for the
+// backend's failures, which are logged; 413, 499 or 400 when the client
+// was at fault.
 func (p *Proxy) fail(ctx *fasthttp.RequestCtx, x *exchange, err error) {
 	switch {
-	case errors.Is(err, fasthttp.ErrTimeout):
+	case errors.Is(err, errBodyTooLarge): // mid-stream: the upload was cut
+		x.answer(ctx, BodyTooLarge, "request body too large\n", fasthttp.StatusRequestEntityTooLarge)
+		return
+	case errors.Is(err, errClientGone):
+		x.answer(ctx, ClientGone, "", StatusClientClosedRequest)
+		return
+	case errors.Is(err, errBadTarget):
+		x.answer(ctx, BadRequest, "malformed request\n", fasthttp.StatusBadRequest)
+		return
+	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, errHeadTimeout):
 		x.answer(ctx, GatewayTimeout, "backend timeout\n", fasthttp.StatusGatewayTimeout)
 	case errors.Is(err, fasthttp.ErrNoFreeConns):
 		x.answer(ctx, Unavailable, "backend connection limit reached\n", fasthttp.StatusServiceUnavailable)

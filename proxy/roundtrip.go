@@ -146,26 +146,6 @@ func (c cancelOnClose) Close() error {
 	return err
 }
 
-// failRoundTrip maps a round trip's error to the proxy's answer.
-func (p *Proxy) failRoundTrip(ctx *fasthttp.RequestCtx, x *exchange, err error) {
-	switch {
-	case errors.Is(err, errBodyTooLarge):
-		x.answer(ctx, BodyTooLarge, "request body too large\n", fasthttp.StatusRequestEntityTooLarge)
-		return
-	case errors.Is(err, errClientGone):
-		x.answer(ctx, ClientGone, "", StatusClientClosedRequest)
-		return
-	case errors.Is(err, errBadTarget):
-		x.answer(ctx, BadRequest, "malformed request\n", fasthttp.StatusBadRequest)
-		return
-	case errors.Is(err, errHeadTimeout):
-		x.answer(ctx, GatewayTimeout, "backend timeout\n", fasthttp.StatusGatewayTimeout)
-	default:
-		x.answer(ctx, BadGateway, "bad gateway\n", fasthttp.StatusBadGateway)
-	}
-	p.errLog.Event().Err(err).Str("backend", x.backend.URL).Msg("forward failed")
-}
-
 // forwardH1overH2 carries an HTTP/1.1 client's request to an h2c://
 // backend. An Upgrade does not cross HTTP/2. The response's trailers
 // follow a chunked body as HTTP/1.1 trailer fields.
@@ -190,7 +170,7 @@ func (p *Proxy) forwardH1overH2(ctx *fasthttp.RequestCtx, x *exchange, c *client
 	b, resp, err := p.roundTrip(context.Background(), ctx, x, b, body, length)
 	x.backend = b
 	if err != nil {
-		p.failRoundTrip(ctx, x, err)
+		p.fail(ctx, x, err)
 		return
 	}
 	h := &ctx.Response.Header
