@@ -151,22 +151,30 @@ func TestHTTP2DrainOnSIGTERM(t *testing.T) {
 	}
 }
 
-// TestHTTP1ClientToH2CBackend: an HTTP/1.1 client reaches an h2c://
-// backend (a plain HTTP/2 server, not gRPC), body both ways.
-func TestHTTP1ClientToH2CBackend(t *testing.T) {
+// h2cBackend serves handler over HTTP/2 with prior knowledge (net/http's
+// server, not gRPC) and returns its h2c:// URL.
+func h2cBackend(t *testing.T, handler http.HandlerFunc) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var protocols http.Protocols
 	protocols.SetUnencryptedHTTP2(true)
-	s := &http.Server{Protocols: &protocols, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		fmt.Fprintf(w, "%s %s %s got %d bytes", r.Proto, r.Method, r.URL.RequestURI(), len(b))
-	})}
+	s := &http.Server{Protocols: &protocols, Handler: handler}
 	go s.Serve(ln) //nolint:errcheck
 	t.Cleanup(func() { s.Close() })
-	in := startInstance(t, map[string]string{"EQUALIZER_BACKENDS": "h2c://" + ln.Addr().String()})
+	return "h2c://" + ln.Addr().String()
+}
+
+// TestHTTP1ClientToH2CBackend: an HTTP/1.1 client reaches an h2c://
+// backend (a plain HTTP/2 server, not gRPC), body both ways.
+func TestHTTP1ClientToH2CBackend(t *testing.T) {
+	backend := h2cBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %s got %d bytes", r.Proto, r.Method, r.URL.RequestURI(), len(b))
+	})
+	in := startInstance(t, map[string]string{"EQUALIZER_BACKENDS": backend})
 	resp, err := http.Post("http://"+in.proxy+"/up?x=1", "text/plain", strings.NewReader(strings.Repeat("a", 100000)))
 	if err != nil {
 		t.Fatal(err)
@@ -457,14 +465,7 @@ func TestHTTP2BodyAndHeaderLimits(t *testing.T) {
 // token (delay) whose client resets the stream, its connection still open,
 // gets its token back, as an HTTP/1.1 client that closes its connection.
 func TestHTTP2DelayedStreamThatLeavesIsNotCharged(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "equalizer.yaml")
-	writeFile(t, file, fmt.Sprintf(`backends: [%q]
-limits:
-  z: {key: ip, capacity: 1, rate: 2/s, delay: 2s}
-routes:
-  - {match: {}, limits: [z]}
-`, okBackend(t)))
-	in := startInstance(t, map[string]string{"EQUALIZER_CONFIG_FILE": file})
+	in := startDelayed(t)
 	c := h2cClient() // one connection for all three
 	get := func(ctx context.Context) (int, error) {
 		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+in.proxy+"/", nil)
@@ -500,20 +501,12 @@ routes:
 // HTTP/1.1 client as the trailer section of a chunked body (gRPC announces
 // none, so neither does this backend).
 func TestHTTP1ClientGetsH2CTrailers(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var protocols http.Protocols
-	protocols.SetUnencryptedHTTP2(true)
-	s := &http.Server{Protocols: &protocols, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	backend := h2cBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "body") //nolint:errcheck
 		w.(http.Flusher).Flush()
 		w.Header().Set(http.TrailerPrefix+"X-Checksum", "abc123")
-	})}
-	go s.Serve(ln) //nolint:errcheck
-	t.Cleanup(func() { s.Close() })
-	in := startInstance(t, map[string]string{"EQUALIZER_BACKENDS": "h2c://" + ln.Addr().String()})
+	})
+	in := startInstance(t, map[string]string{"EQUALIZER_BACKENDS": backend})
 	req, _ := http.NewRequest("GET", "http://"+in.proxy+"/", nil)
 	req.Header.Set("TE", "trailers")
 	resp, err := (&http.Client{Transport: &http.Transport{}}).Do(req)

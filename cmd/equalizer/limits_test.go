@@ -453,14 +453,7 @@ routes:
 // its token whose client disconnects after 100 ms gives the token back:
 // the next request, at 600 ms, finds a token and goes at once.
 func TestDelayedClientThatLeavesIsNotCharged(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "equalizer.yaml")
-	writeFile(t, file, fmt.Sprintf(`backends: [%q]
-limits:
-  z: {key: ip, capacity: 1, rate: 2/s, delay: 2s}
-routes:
-  - {match: {}, limits: [z]}
-`, okBackend(t)))
-	in := startInstance(t, map[string]string{"EQUALIZER_CONFIG_FILE": file})
+	in := startDelayed(t)
 	start := time.Now()
 	if s, _ := rawGet(t, in.proxy, "GET", "/", "shop.test"); s != 200 {
 		t.Fatalf("first: %d", s)
@@ -493,6 +486,20 @@ routes:
 		t.Errorf("client_gone: %v, want 1", m[`equalizer_requests_total{outcome="client_gone"}`])
 	}
 	in.stop(t, syscall.SIGTERM)
+}
+
+// startDelayed runs an instance whose one limit admits one request at
+// once and delays the next ones up to 2 s, a token every 500 ms.
+func startDelayed(t *testing.T) *instance {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "equalizer.yaml")
+	writeFile(t, file, fmt.Sprintf(`backends: [%q]
+limits:
+  z: {key: ip, capacity: 1, rate: 2/s, delay: 2s}
+routes:
+  - {match: {}, limits: [z]}
+`, okBackend(t)))
+	return startInstance(t, map[string]string{"EQUALIZER_CONFIG_FILE": file})
 }
 
 // TestNamedLimitsInPostgres: a named limit's buckets are rows of their own
