@@ -45,7 +45,7 @@ func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	var x exchange
 	x.streamDone = r.Context().Done()
-	sent := p.serveH2(w, r, ctx, &x)
+	sent, broke := p.serveH2(w, r, ctx, &x)
 	p.releaseHeld(&x)
 	p.Stats.count(x.outcome)
 	p.Stats.HTTP2.Add(1)
@@ -54,6 +54,12 @@ func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if p.access != nil {
 		p.access.write(ctx, &x, sent)
+	}
+	if broke != nil {
+		// The backend's body ended early: reset the stream, so that the
+		// client sees a cut answer (as nginx and HAProxy do), never a
+		// whole one.
+		panic(http.ErrAbortHandler)
 	}
 }
 
@@ -79,16 +85,17 @@ func adaptRequest(req *fasthttp.Request, r *http.Request) {
 	}
 }
 
-// serveH2 handles one HTTP/2 request; it returns the body bytes sent.
-func (p *Proxy) serveH2(w http.ResponseWriter, r *http.Request, ctx *fasthttp.RequestCtx, x *exchange) int64 {
+// serveH2 handles one HTTP/2 request; it returns the body bytes sent, and
+// why reading the backend's body failed, if it did.
+func (p *Proxy) serveH2(w http.ResponseWriter, r *http.Request, ctx *fasthttp.RequestCtx, x *exchange) (int64, error) {
 	var c client
 	b := p.admit(ctx, x, &c)
 	if b == nil {
-		return p.answerH2(w, r, ctx, x)
+		return p.answerH2(w, r, ctx, x), nil
 	}
 	if p.cfg.MaxBodySize > 0 && r.ContentLength > p.cfg.MaxBodySize {
 		x.answer(ctx, BodyTooLarge, "request body too large\n", fasthttp.StatusRequestEntityTooLarge)
-		return p.answerH2(w, r, ctx, x)
+		return p.answerH2(w, r, ctx, x), nil
 	}
 	p.toUpstream(ctx, x, &c)
 	x.bodyIn = &requestBody{r: r.Body, max: p.cfg.MaxBodySize} // counted and bounded; no deadline: the connection is shared
@@ -99,7 +106,7 @@ func (p *Proxy) serveH2(w http.ResponseWriter, r *http.Request, ctx *fasthttp.Re
 	x.backend = b
 	if err != nil {
 		p.fail(ctx, x, err)
-		return p.answerH2(w, r, ctx, x)
+		return p.answerH2(w, r, ctx, x), nil
 	}
 	x.outcome = Forwarded
 	return p.relayResponse(w, ctx, x, resp)
@@ -132,7 +139,7 @@ func (p *Proxy) replyFields(ctx *fasthttp.RequestCtx, x *exchange) {
 // relayResponse sends an h2c or https backend's response to the client:
 // head, body, and trailers (gRPC servers announce none: each goes by the
 // prefix that sends an undeclared one).
-func (p *Proxy) relayResponse(w http.ResponseWriter, ctx *fasthttp.RequestCtx, x *exchange, resp *http.Response) int64 {
+func (p *Proxy) relayResponse(w http.ResponseWriter, ctx *fasthttp.RequestCtx, x *exchange, resp *http.Response) (int64, error) {
 	defer resp.Body.Close()
 	out := w.Header()
 	for k, vs := range resp.Header {
@@ -144,11 +151,11 @@ func (p *Proxy) relayResponse(w http.ResponseWriter, ctx *fasthttp.RequestCtx, x
 	p.replyFields(ctx, x)
 	copyOwnFields(out, &ctx.Response.Header)
 	w.WriteHeader(resp.StatusCode)
-	sent, _ := relayBody(w, resp.Body, resp.ContentLength)
+	sent, readErr, _ := relayBody(w, resp.Body, resp.ContentLength)
 	for k, vs := range resp.Trailer {
 		out[http.TrailerPrefix+k] = vs
 	}
-	return sent
+	return sent, readErr
 }
 
 // relayBody copies a response body of length cl (-1: unknown) to an HTTP/2
@@ -156,7 +163,8 @@ func (p *Proxy) relayResponse(w http.ResponseWriter, ctx *fasthttp.RequestCtx, x
 // with the end of the handler, in as few frames and writes as the
 // connection's other streams allow. Any other is flushed after each read,
 // so that a stream's messages (gRPC) go out as they come.
-func relayBody(w http.ResponseWriter, body io.Reader, cl int64) (int64, error) {
+// It returns the bytes sent and the error of the reads or of the writes.
+func relayBody(w http.ResponseWriter, body io.Reader, cl int64) (sent int64, readErr, writeErr error) {
 	var rc *http.ResponseController
 	if cl < 0 || cl > upstream.SmallBody {
 		rc = http.NewResponseController(w)
@@ -179,29 +187,30 @@ func copyOwnFields(out http.Header, h *fasthttp.ResponseHeader) {
 var copyFlushBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // copyFlushing copies body to w, flushing after each read when rc is set.
-func copyFlushing(w io.Writer, body io.Reader, rc *http.ResponseController) (int64, error) {
+// A read that fails is the backend's doing, a write the client's: they
+// come back apart.
+func copyFlushing(w io.Writer, body io.Reader, rc *http.ResponseController) (sent int64, readErr, writeErr error) {
 	bp := copyFlushBufs.Get().(*[]byte)
 	defer copyFlushBufs.Put(bp)
-	var sent int64
 	for {
 		n, err := body.Read(*bp)
 		if n > 0 {
 			m, werr := w.Write((*bp)[:n])
 			sent += int64(m)
 			if werr != nil {
-				return sent, werr
+				return sent, nil, werr
 			}
 			if rc != nil {
 				if ferr := rc.Flush(); ferr != nil {
-					return sent, ferr
+					return sent, nil, ferr
 				}
 			}
 		}
 		if err == io.EOF {
-			return sent, nil
+			return sent, nil, nil
 		}
 		if err != nil {
-			return sent, err
+			return sent, err, nil
 		}
 	}
 }

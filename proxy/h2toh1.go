@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 
@@ -17,8 +18,9 @@ import (
 
 // forwardH2overH1 forwards the request in ctx (its head adapted and
 // rewritten by toUpstream) and writes the answer to w, the backend's or,
-// when forwarding failed, the proxy's; it returns the body bytes sent.
-func (p *Proxy) forwardH2overH1(w http.ResponseWriter, r *http.Request, ctx *fasthttp.RequestCtx, x *exchange, b *pool.Backend) int64 {
+// when forwarding failed, the proxy's; it returns the body bytes sent and
+// why reading the backend's body failed, if it did.
+func (p *Proxy) forwardH2overH1(w http.ResponseWriter, r *http.Request, ctx *fasthttp.RequestCtx, x *exchange, b *pool.Backend) (int64, error) {
 	req := &ctx.Request
 	if r.ContentLength != 0 {
 		req.SetBodyStream(x.bodyIn, int(r.ContentLength))
@@ -38,7 +40,7 @@ func (p *Proxy) forwardH2overH1(w http.ResponseWriter, r *http.Request, ctx *fas
 	}
 	if err != nil {
 		p.fail(ctx, x, err)
-		return p.answerH2(w, r, ctx, x)
+		return p.answerH2(w, r, ctx, x), nil
 	}
 	x.outcome = Forwarded
 	stripResponse(&resp.Header)
@@ -51,14 +53,14 @@ func (p *Proxy) forwardH2overH1(w http.ResponseWriter, r *http.Request, ctx *fas
 	w.WriteHeader(resp.StatusCode())
 	if stream == nil {
 		n, _ := w.Write(resp.Body())
-		return int64(n)
+		return int64(n), nil
 	}
-	sent, err := relayBody(w, stream, int64(resp.Header.ContentLength()))
+	sent, readErr, writeErr := relayBody(w, stream, int64(resp.Header.ContentLength()))
 	if ub, ok := stream.(*upstream.Body); ok {
-		_ = ub.Release(err) // the connection is reused only after a clean end
+		_ = ub.Release(errors.Join(readErr, writeErr)) // the connection is reused only after a clean end
 	}
 	resp.ResetBody()
-	return sent
+	return sent, readErr
 }
 
 // copyResponseHeader copies a backend's response fields but Content-Length

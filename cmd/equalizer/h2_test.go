@@ -519,3 +519,58 @@ func TestHTTP1ClientGetsH2CTrailers(t *testing.T) {
 		t.Fatalf("%s %q trailer %v", resp.Proto, body, resp.Trailer)
 	}
 }
+
+// TestHTTP2BackendBodyCutResetsTheStream: a backend whose body stops short
+// (the connection drops inside a chunked body or before its Content-Length,
+// or an h2c backend resets its stream) must not look like a whole answer
+// to an HTTP/2 client: the stream is reset, as nginx and HAProxy do.
+func TestHTTP2BackendBodyCutResetsTheStream(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() { // a raw HTTP/1.1 backend that drops the connection mid-body
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				n, _ := c.Read(buf)
+				piece := strings.Repeat("x", 1000)
+				if strings.Contains(string(buf[:n]), "/chunked") {
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n") //nolint:errcheck
+					for range 100 {
+						fmt.Fprintf(c, "%x\r\n%s\r\n", len(piece), piece)
+					}
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n") //nolint:errcheck
+				for range 100 {
+					io.WriteString(c, piece) //nolint:errcheck
+				}
+			}()
+		}
+	}()
+	h2c := h2cBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, strings.Repeat("y", 100000)) //nolint:errcheck
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // RST_STREAM
+	})
+	cut := startInstance(t, map[string]string{"EQUALIZER_BACKENDS": "http://" + ln.Addr().String(), "EQUALIZER_HEALTH_INTERVAL": "1h"})
+	reset := startInstance(t, map[string]string{"EQUALIZER_BACKENDS": h2c, "EQUALIZER_HEALTH_INTERVAL": "1h"})
+	for _, url := range []string{"http://" + cut.proxy + "/chunked", "http://" + cut.proxy + "/length", "http://" + reset.proxy + "/"} {
+		resp, err := h2cClient().Get(url)
+		if err != nil {
+			t.Fatalf("%s: %v", url, err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || err == nil {
+			t.Fatalf("%s: %d, %d bytes read to a clean end; want the stream reset", url, resp.StatusCode, n)
+		}
+	}
+}
