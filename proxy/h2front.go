@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/rs/zerolog"
 	"golang.org/x/net/http2"
 )
 
@@ -55,15 +54,14 @@ type HTTP2 struct {
 	cfg   HTTP2Config
 	srv   *http2.Server
 	base  *http.Server // carries the shutdown signal to srv's connections
-	log   zerolog.Logger
-	conns sync.Map // net.Conn -> struct{}: open HTTP/2 connections
+	conns sync.Map     // net.Conn -> struct{}: open HTTP/2 connections
 	open  *atomic.Int64
 	done  chan struct{}
 }
 
 // NewHTTP2 prepares the HTTP/2 server of p.
-func (p *Proxy) NewHTTP2(cfg HTTP2Config, log zerolog.Logger) (*HTTP2, error) {
-	h := &HTTP2{p: p, cfg: cfg, log: log, open: &p.Stats.OpenHTTP2, done: make(chan struct{})}
+func (p *Proxy) NewHTTP2(cfg HTTP2Config) (*HTTP2, error) {
+	h := &HTTP2{p: p, cfg: cfg, open: &p.Stats.OpenHTTP2, done: make(chan struct{})}
 	// The server's own log lines are about clients that broke the
 	// protocol (a bad preface, a flood): what nginx logs at info level.
 	// They are dropped, as fasthttp's are, so that a flood cannot fill

@@ -231,27 +231,33 @@ func TestHTTP2RapidReset(t *testing.T) {
 	}
 	block := []byte(hbuf.String())
 
-	// Another client, during the flood.
-	slowest := make(chan time.Duration, 1)
+	// Another client, during the flood: every one of its requests is
+	// answered (the slowest is logged, not judged: no speed in tests).
+	type served struct {
+		ok, failed int
+		slowest    time.Duration
+	}
+	result := make(chan served, 1)
 	stop := make(chan struct{})
 	go func() {
-		var worst time.Duration
+		var s served
 		c := &http.Client{Timeout: 10 * time.Second}
 		for {
 			select {
 			case <-stop:
-				slowest <- worst
+				result <- s
 				return
 			default:
 			}
 			start := time.Now()
 			resp, err := c.Get("http://" + in.proxy + "/")
-			if err != nil {
-				worst = time.Hour
+			if err != nil || resp.StatusCode != 200 {
+				s.failed++
 				continue
 			}
 			resp.Body.Close()
-			worst = max(worst, time.Since(start))
+			s.ok++
+			s.slowest = max(s.slowest, time.Since(start))
 		}
 	}()
 	sent := 0
@@ -267,10 +273,11 @@ func TestHTTP2RapidReset(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	close(stop)
-	worst := <-slowest
-	t.Logf("streams opened and reset: %d; requests that reached the backend: %d; GOAWAY: %v; slowest other request: %v", sent, seen.Load(), goaway.Load(), worst)
-	if worst > 3*time.Second {
-		t.Fatalf("another client waited %v during the flood", worst)
+	other := <-result
+	t.Logf("streams opened and reset: %d; requests that reached the backend: %d; GOAWAY: %v; other client: %d answered, slowest %v",
+		sent, seen.Load(), goaway.Load(), other.ok, other.slowest)
+	if other.ok == 0 || other.failed > 0 {
+		t.Fatalf("another client during the flood: %d answered, %d failed", other.ok, other.failed)
 	}
 	if int(seen.Load()) >= sent {
 		t.Fatalf("every reset stream reached the backend (%d of %d)", seen.Load(), sent)

@@ -363,7 +363,7 @@ func serve(cfg Config, sec sections, env map[string]string, demo bool, log zerol
 	if cfg.HTTP2 {
 		if h2, err = px.NewHTTP2(proxy.HTTP2Config{MaxConcurrentStreams: uint32(cfg.HTTP2MaxStreams), MaxHeaderBytes: cfg.MaxHeaderSize,
 			HandshakeTimeout: cfg.ReadTimeout, IdleTimeout: cfg.IdleTimeout, WriteTimeout: cfg.StreamIdleTimeout,
-			MaxConns: int64(cfg.MaxClientConns)}, log); err != nil {
+			MaxConns: int64(cfg.MaxClientConns)}); err != nil {
 			stopAccess()
 			proxyLn.Close()
 			adminLn.Close()
